@@ -1,0 +1,54 @@
+/**
+ * What the protocol core needs from storage, as a synchronous interface: reads see every
+ * write made so far (the adapter keeps not-yet-durable writes visible), and writes are
+ * applied in call order. Durability is not the store's promise to the core but the
+ * runtime's: an output marked `durable` is released only after every write made before it
+ * is on disk ("persist, then send", as in etcd's Ready). The real adapter is LMDB; the
+ * simulator's is an in-memory store that forgets what was not flushed when a node crashes.
+ */
+export type EntryKind = 'put' | 'del' | 'clear';
+
+/** One change in a partition's history, ordered by `seq` (contiguous per partition, assigned by the head). */
+export interface Entry {
+  readonly seq: number;
+  /** Epoch of the view under which the head assigned the sequence number. */
+  readonly epoch: number;
+  readonly kind: EntryKind;
+  /** The key (empty for `clear`, which deletes every key of the partition). */
+  readonly key: Buffer;
+  /** The value of a put; null for del and clear. */
+  readonly value: Buffer | null;
+  /** Request id, kept so that a retried write is applied once. */
+  readonly id: string;
+}
+
+export interface KeyValue {
+  readonly key: Buffer;
+  readonly value: Buffer;
+}
+
+export interface LocalKeyValue extends KeyValue {
+  readonly partition: number;
+}
+
+export interface Store {
+  /** Live committed value of a key, or null if absent, deleted or cleared. */
+  get(partition: number, key: Buffer): Buffer | null;
+  /** Live committed pairs of a partition with key > after (bytewise), in key order, at most `limit`. */
+  scan(partition: number, after: Buffer | null, limit: number): KeyValue[];
+  /** Live committed pairs of every partition stored here, ordered by (partition, key), after the cursor. */
+  scanLocal(afterPartition: number, after: Buffer | null, limit: number): LocalKeyValue[];
+  /** Highest committed sequence number of a partition (0 if none). */
+  committedSeq(partition: number): number;
+  /** Committed entries with seq > after, in seq order, at most `limit` (superseded puts may be reported as their latest state). */
+  changesAfter(partition: number, after: number, limit: number): Entry[];
+  /** Whether the latest write touching this key (or partition) is not yet known durable. */
+  volatile(partition: number, key: Buffer): boolean;
+
+  /** Records an entry received but not yet committed. */
+  appendPending(partition: number, entry: Entry): void;
+  /** Applies an entry to the committed state (and drops its pending copy, if any); its seq becomes the committed seq. */
+  commit(partition: number, entry: Entry): void;
+  /** Sets the committed seq after a catch-up whose entries skipped superseded versions. */
+  setCommittedSeq(partition: number, seq: number): void;
+}

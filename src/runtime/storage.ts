@@ -1,0 +1,295 @@
+import { mkdirSync, openSync, closeSync, fdatasync } from 'node:fs';
+import { join } from 'node:path';
+import { open } from 'lmdb';
+import type { Database, RootDatabase } from 'lmdb';
+import type { Entry, EntryKind, KeyValue, LocalKeyValue, Store } from '../core/store.ts';
+
+/**
+ * LMDB storage adapter (lmdb-js).
+ *
+ * Layout (one LMDB environment, four named databases):
+ *   kv      [partition u16][key]        -> [flags u8][seq u48][epoch u32][value]   latest committed version per key
+ *   log     [partition u16][seq u48]    -> [kind u8][idLen u8][id][key]            one row per live version, for catch-up
+ *   pending [partition u16][seq u48]    -> msgpack Entry                             received, not yet committed
+ *   meta    string                      -> number                                    committed seq, clear marks
+ *
+ * Writes are made in synchronous LMDB transactions opened with MDB_NOSYNC, so they are visible
+ * at once and never block on the disk. Durability is a separate step: `sync()` runs one
+ * fdatasync of the data file in the thread pool, covering every transaction committed before
+ * it started (group commit). In `process` mode there is no fdatasync: a committed transaction
+ * survives a process kill (it is in the page cache) but not a power loss.
+ */
+export type Durability = 'fsync' | 'process';
+
+const FLAG_TOMBSTONE = 1;
+const KIND_CODE: Record<EntryKind, number> = { put: 0, del: 1, clear: 2 };
+const CODE_KIND: EntryKind[] = ['put', 'del', 'clear'];
+
+function kvKey(p: number, key: Buffer): Buffer {
+  const k = Buffer.allocUnsafe(2 + key.length);
+  k.writeUInt16BE(p, 0);
+  key.copy(k, 2);
+  return k;
+}
+
+function seqKey(p: number, seq: number): Buffer {
+  const k = Buffer.allocUnsafe(8);
+  k.writeUInt16BE(p, 0);
+  k.writeUIntBE(seq, 2, 6);
+  return k;
+}
+
+function partitionStart(p: number): Buffer {
+  const k = Buffer.alloc(2);
+  k.writeUInt16BE(p, 0);
+  return k;
+}
+
+interface Rec {
+  tombstone: boolean;
+  seq: number;
+  epoch: number;
+  value: Buffer;
+}
+
+function encodeRec(entry: Entry): Buffer {
+  const value = entry.value ?? Buffer.alloc(0);
+  const b = Buffer.allocUnsafe(11 + value.length);
+  b.writeUInt8(entry.kind === 'put' ? 0 : FLAG_TOMBSTONE, 0);
+  b.writeUIntBE(entry.seq, 1, 6);
+  b.writeUInt32BE(entry.epoch, 7);
+  value.copy(b, 11);
+  return b;
+}
+
+function decodeRec(b: Buffer): Rec {
+  return {
+    tombstone: (b.readUInt8(0) & FLAG_TOMBSTONE) !== 0,
+    seq: b.readUIntBE(1, 6),
+    epoch: b.readUInt32BE(7),
+    value: b.subarray(11),
+  };
+}
+
+function encodeLog(entry: Entry): Buffer {
+  const id = Buffer.from(entry.id, 'utf8');
+  if (id.length > 255) throw new RangeError('request id longer than 255 bytes');
+  const b = Buffer.allocUnsafe(2 + id.length + entry.key.length);
+  b.writeUInt8(KIND_CODE[entry.kind], 0);
+  b.writeUInt8(id.length, 1);
+  id.copy(b, 2);
+  entry.key.copy(b, 2 + id.length);
+  return b;
+}
+
+export interface LmdbStoreOptions {
+  durability: Durability;
+  /** LMDB map size in bytes (the largest the database may grow to); default 64 GiB (sparse). */
+  mapSize?: number;
+}
+
+export class LmdbStore implements Store {
+  readonly dir: string;
+  readonly durability: Durability;
+  private readonly env: RootDatabase;
+  private readonly kv: Database<Buffer, Buffer>;
+  private readonly log: Database<Buffer, Buffer>;
+  private readonly pendingDb: Database<Entry, Buffer>;
+  private readonly meta: Database<number, string>;
+  private readonly committed = new Map<number, number>();
+  private readonly clearedAt = new Map<number, number>();
+  private fd: number;
+
+  /** Incremented by every write; `syncedGen` is the newest generation known durable. */
+  private gen = 0;
+  private syncedGen = 0;
+  /** Keys (partition:latin1) written since the last completed sync, with their generation. */
+  private readonly recentKeys = new Map<string, number>();
+  private readonly recentPartitions = new Map<number, number>();
+  private syncing: Promise<void> | null = null;
+  private closed = false;
+
+  constructor(dir: string, opts: LmdbStoreOptions) {
+    this.dir = dir;
+    this.durability = opts.durability;
+    mkdirSync(dir, { recursive: true });
+    this.env = open({
+      path: dir,
+      noSync: true, // we fsync ourselves, once per group of transactions (see sync())
+      overlappingSync: false,
+      mapSize: opts.mapSize ?? 64 * 1024 ** 3,
+      maxDbs: 8,
+    });
+    this.kv = this.env.openDB<Buffer, Buffer>({ name: 'kv', keyEncoding: 'binary', encoding: 'binary' });
+    this.log = this.env.openDB<Buffer, Buffer>({ name: 'log', keyEncoding: 'binary', encoding: 'binary' });
+    this.pendingDb = this.env.openDB<Entry, Buffer>({ name: 'pending', keyEncoding: 'binary', encoding: 'msgpack' });
+    this.meta = this.env.openDB<number, string>({ name: 'meta', encoding: 'msgpack' });
+    // Entries that were never committed are dropped at start: they were never acknowledged by
+    // this node, and its chain will send them again if they were committed elsewhere.
+    this.env.transactionSync(() => this.pendingDb.clearSync());
+    for (const { key, value } of this.meta.getRange({})) {
+      const m = /^(c|x):(\d+)$/.exec(key);
+      if (m === null) continue;
+      (m[1] === 'c' ? this.committed : this.clearedAt).set(Number(m[2]), value);
+    }
+    this.fd = openSync(join(dir, 'data.mdb'), 'r+');
+  }
+
+  /** Runs `fn` inside one synchronous write transaction: every store write it makes commits together. */
+  transaction<T>(fn: () => T): T {
+    return this.env.transactionSync(fn);
+  }
+
+  // ------------------------------------------------------------------ reads
+
+  get(p: number, key: Buffer): Buffer | null {
+    const raw = this.kv.getBinary(kvKey(p, key));
+    if (raw === undefined) return null;
+    const rec = decodeRec(raw);
+    if (rec.tombstone || rec.seq <= (this.clearedAt.get(p) ?? 0)) return null;
+    return Buffer.from(rec.value);
+  }
+
+  scan(p: number, after: Buffer | null, limit: number): KeyValue[] {
+    const out: KeyValue[] = [];
+    if (limit <= 0) return out;
+    const cleared = this.clearedAt.get(p) ?? 0;
+    const start = after === null ? partitionStart(p) : kvKey(p, after);
+    for (const { key, value } of this.kv.getRange({ start, end: partitionStart(p + 1) })) {
+      if (after !== null && out.length === 0 && key.equals(start)) continue; // exclusive cursor
+      const rec = decodeRec(value);
+      if (rec.tombstone || rec.seq <= cleared) continue;
+      out.push({ key: Buffer.from(key.subarray(2)), value: Buffer.from(rec.value) });
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
+  scanLocal(afterPartition: number, after: Buffer | null, limit: number): LocalKeyValue[] {
+    const out: LocalKeyValue[] = [];
+    const partitions = new Set<number>([...this.committed.keys()]);
+    for (const p of [...partitions].sort((a, b) => a - b)) {
+      if (p < afterPartition) continue;
+      const page = this.scan(p, p === afterPartition ? after : null, limit - out.length);
+      for (const kv of page) out.push({ partition: p, key: kv.key, value: kv.value });
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
+  committedSeq(p: number): number {
+    return this.committed.get(p) ?? 0;
+  }
+
+  changesAfter(p: number, after: number, limit: number): Entry[] {
+    const out: Entry[] = [];
+    for (const { key, value } of this.log.getRange({ start: seqKey(p, after + 1), end: partitionStart(p + 1) })) {
+      if (out.length >= limit) break;
+      const seq = key.readUIntBE(2, 6);
+      const kind = CODE_KIND[value.readUInt8(0)]!;
+      const idLen = value.readUInt8(1);
+      const id = value.toString('utf8', 2, 2 + idLen);
+      const k = Buffer.from(value.subarray(2 + idLen));
+      if (kind === 'clear') {
+        out.push({ seq, epoch: 0, kind, key: k, value: null, id });
+        continue;
+      }
+      const raw = this.kv.getBinary(kvKey(p, k));
+      if (raw === undefined) continue;
+      const rec = decodeRec(raw);
+      if (rec.seq !== seq) continue; // superseded (its log row is removed in the same transaction)
+      out.push({ seq, epoch: rec.epoch, kind: rec.tombstone ? 'del' : 'put', key: k, value: rec.tombstone ? null : Buffer.from(rec.value), id });
+    }
+    return out;
+  }
+
+  volatile(p: number, key: Buffer): boolean {
+    if (this.durability === 'process') return false;
+    return this.recentKeys.has(`${p}:${key.toString('latin1')}`) || this.recentPartitions.has(p);
+  }
+
+  // ----------------------------------------------------------------- writes
+
+  appendPending(p: number, entry: Entry): void {
+    this.pendingDb.putSync(seqKey(p, entry.seq), entry);
+    this.touch(p, entry);
+  }
+
+  commit(p: number, entry: Entry): void {
+    const sk = seqKey(p, entry.seq);
+    this.pendingDb.removeSync(sk);
+    if (entry.kind === 'clear') {
+      this.clearedAt.set(p, entry.seq);
+      this.meta.putSync(`x:${p}`, entry.seq);
+    } else {
+      const k = kvKey(p, entry.key);
+      const old = this.kv.getBinary(k);
+      if (old !== undefined) this.log.removeSync(seqKey(p, decodeRec(old).seq));
+      this.kv.putSync(k, encodeRec(entry));
+    }
+    this.log.putSync(sk, encodeLog(entry));
+    this.committed.set(p, entry.seq);
+    this.meta.putSync(`c:${p}`, entry.seq);
+    this.touch(p, entry);
+  }
+
+  /** Sets the committed seq of a partition after a catch-up that skipped superseded versions. */
+  setCommittedSeq(p: number, seq: number): void {
+    this.committed.set(p, seq);
+    this.meta.putSync(`c:${p}`, seq);
+  }
+
+  private touch(p: number, entry: Entry): void {
+    this.gen++;
+    if (this.durability === 'process') return;
+    if (entry.kind === 'clear') this.recentPartitions.set(p, this.gen);
+    else this.recentKeys.set(`${p}:${entry.key.toString('latin1')}`, this.gen);
+  }
+
+  // ------------------------------------------------------------- durability
+
+  /** Generation of the newest write; a `sync()` started after it makes it durable. */
+  get writeGeneration(): number {
+    return this.gen;
+  }
+
+  get durableGeneration(): number {
+    return this.durability === 'process' ? this.gen : this.syncedGen;
+  }
+
+  /**
+   * Makes every write made so far durable. Concurrent calls share fdatasyncs: while one runs,
+   * later callers wait for the next one, which starts as soon as the current one ends.
+   */
+  sync(): Promise<void> {
+    if (this.durability === 'process' || this.syncedGen >= this.gen) return Promise.resolve();
+    if (this.syncing !== null) {
+      return this.syncing.then(() => this.sync());
+    }
+    const target = this.gen;
+    this.syncing = new Promise<void>((resolve, reject) => {
+      fdatasync(this.fd, (err) => {
+        this.syncing = null;
+        if (err !== null) return reject(err);
+        this.syncedGen = Math.max(this.syncedGen, target);
+        for (const [k, g] of this.recentKeys) if (g <= target) this.recentKeys.delete(k);
+        for (const [p, g] of this.recentPartitions) if (g <= target) this.recentPartitions.delete(p);
+        resolve();
+      });
+    });
+    return this.syncing;
+  }
+
+  /** Number of live and dead records, for status output. */
+  stats(): { keys: number; logRows: number; pending: number } {
+    return { keys: this.kv.getCount(), logRows: this.log.getCount(), pending: this.pendingDb.getCount() };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.sync().catch(() => undefined);
+    closeSync(this.fd);
+    await this.env.close();
+  }
+}
