@@ -864,6 +864,9 @@ export class PeerTransport {
       peer.socket = null;
       peer.connected = false;
     }
+    // libuv releases closed handles (and cancelled connect requests) one
+    // loop turn after the 'close' events; resolve only once they are gone.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     this.log.info('peer transport closed');
   }
 }

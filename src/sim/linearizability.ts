@@ -30,15 +30,19 @@
  *    once every 'ok' op is linearized. An 'info' get constrains nothing and is
  *    dropped.
  *
- * Two sound reductions keep 'info' writes from blowing up the search (with k
- * pending info writes there are 2^k subsets of them that could have applied):
- * a linearization in which an info write is not immediately followed by a get
- * can be turned into an equally valid one without that write (the next write
- * overwrites it unobserved, or nothing follows), and the same holds for an
- * info write that does not change the state. So the search only linearizes an
- * info write when it changes the state, and then requires the very next
- * linearized op to be a get (the "obligation" flag, part of the cache key).
- * Info writes whose value no 'ok' get ever returns are dropped up front.
+ * Info writes would make the search exponential (with k of them pending, any
+ * of the 2^k subsets may have applied), so they are handled by a sound
+ * reduction. In any valid linearization, an info write that is not
+ * immediately followed by a get (the next op is a write, or there is none), or
+ * that does not change the state, can be removed and the rest stays valid.
+ * So it suffices to linearize an info write only fused with an ok get that
+ * observes it: when the scan reaches an ok get reading v while the state is
+ * not v, the pair (info write of v, get) may be linearized as one step, using
+ * an info write of v that was invoked before the first pending return. Of
+ * those, taking the latest-invoked unused one is enough (exchange argument:
+ * an earlier one can take any later place the latest one could). Info ops are
+ * therefore kept out of the entry list, and info writes whose value no ok get
+ * returns are dropped up front.
  *
  * The search is iterative (no recursion) and bounded by a step budget per key;
  * a key whose budget runs out is reported as unknown, never as passing.
@@ -106,7 +110,6 @@ export interface CheckOptions {
 const DEFAULT_MAX_STEPS = 5_000_000;
 const TAIL_OPS = 10;
 const PENDING_OPS = 10;
-const PENDING_SCAN_LIMIT = 10_000;
 
 const KIND_PUT = 0;
 const KIND_GET = 1;
@@ -269,13 +272,82 @@ function fmix32(x: number): number {
   return h | 0;
 }
 
-interface CacheEntry {
-  /** Encoded state: value id * 2 + obligation flag. */
-  s: number;
-  /** Index of the first ok-op bitset word that is not full. */
-  low: number;
-  /** okWords[low..high] followed by all info words. */
-  w: Uint32Array;
+/**
+ * Set of explored (linearized set, state) configurations: an open-addressing
+ * hash table over a flat pool, so that adding an entry allocates nothing in the
+ * common case. A pool record is [state, low, sliceLen, okWords[low..low+sliceLen),
+ * infoWords...]; the table holds record offset + 1 (0 = empty slot).
+ */
+class ConfigCache {
+  #pool = new Uint32Array(1 << 12);
+  #poolLen = 0;
+  #slots = new Int32Array(1 << 10);
+  #hashes = new Int32Array(1 << 10);
+  #count = 0;
+
+  /** Adds the configuration; returns false if it was already present. */
+  add(h: number, s: number, okWords: Uint32Array, low: number, sliceLen: number, infoWords: Uint32Array): boolean {
+    const nInfo = infoWords.length;
+    const pool = this.#pool;
+    let mask = this.#slots.length - 1;
+    let idx = h & mask;
+    for (let slot = this.#slots[idx]!; slot !== 0; idx = (idx + 1) & mask, slot = this.#slots[idx]!) {
+      if (this.#hashes[idx] !== h) continue;
+      let o = slot - 1;
+      if (pool[o] !== s || pool[o + 1] !== low || pool[o + 2] !== sliceLen) continue;
+      o += 3;
+      let same = true;
+      for (let j = 0; j < sliceLen && same; j++) same = pool[o + j] === okWords[low + j];
+      o += sliceLen;
+      for (let j = 0; j < nInfo && same; j++) same = pool[o + j] === infoWords[j];
+      if (same) return false;
+    }
+
+    const need = 3 + sliceLen + nInfo;
+    if (this.#poolLen + need > this.#pool.length) {
+      let size = this.#pool.length * 2;
+      while (size < this.#poolLen + need) size *= 2;
+      const grown = new Uint32Array(size);
+      grown.set(this.#pool.subarray(0, this.#poolLen));
+      this.#pool = grown;
+    }
+    const o = this.#poolLen;
+    const out = this.#pool;
+    out[o] = s;
+    out[o + 1] = low;
+    out[o + 2] = sliceLen;
+    for (let j = 0; j < sliceLen; j++) out[o + 3 + j] = okWords[low + j]!;
+    for (let j = 0; j < nInfo; j++) out[o + 3 + sliceLen + j] = infoWords[j]!;
+    this.#poolLen += need;
+
+    if (++this.#count * 2 > this.#slots.length) {
+      this.#rehash();
+      mask = this.#slots.length - 1;
+      idx = h & mask;
+      while (this.#slots[idx] !== 0) idx = (idx + 1) & mask;
+    }
+    this.#slots[idx] = o + 1;
+    this.#hashes[idx] = h;
+    return true;
+  }
+
+  #rehash(): void {
+    const oldSlots = this.#slots;
+    const oldHashes = this.#hashes;
+    const size = oldSlots.length * 2;
+    const mask = size - 1;
+    this.#slots = new Int32Array(size);
+    this.#hashes = new Int32Array(size);
+    for (let i = 0; i < oldSlots.length; i++) {
+      const slot = oldSlots[i]!;
+      if (slot === 0) continue;
+      const h = oldHashes[i]!;
+      let idx = h & mask;
+      while (this.#slots[idx] !== 0) idx = (idx + 1) & mask;
+      this.#slots[idx] = slot;
+      this.#hashes[idx] = h;
+    }
+  }
 }
 
 function checkKey(key: string, keyOps: readonly Op[], maxSteps: number): KeyResult {
@@ -360,17 +432,19 @@ function checkKey(key: string, keyOps: readonly Op[], maxSteps: number): KeyResu
     };
   }
 
-  // Doubly linked list of entries. Node 0 is the head sentinel; the call
-  // entry of op i is node 2i+1 and its return entry node 2i+2; -1 is nil.
-  const m = 2 * n;
-  const times = new Float64Array(m + 1);
-  const order = new Int32Array(m);
+  // Entries in time order. The call entry of op i is node 2i+1 and its return
+  // entry node 2i+2. On equal times calls sort before returns (touching ops are
+  // concurrent). Info ops have no return entry (it would be at +Infinity).
+  const times = new Float64Array(2 * n + 1);
+  const order: number[] = [];
   for (let i = 0; i < n; i++) {
     const op = hist[i]!;
     times[2 * i + 1] = op.invoke;
-    times[2 * i + 2] = isInfo[i] === 1 ? Infinity : op.complete;
-    order[2 * i] = 2 * i + 1;
-    order[2 * i + 1] = 2 * i + 2;
+    order.push(2 * i + 1);
+    if (isInfo[i] === 0) {
+      times[2 * i + 2] = op.complete;
+      order.push(2 * i + 2);
+    }
   }
   order.sort((a, b) => {
     const ta = times[a]!;
@@ -382,16 +456,36 @@ function checkKey(key: string, keyOps: readonly Op[], maxSteps: number): KeyResu
     if (ca !== cb) return cb - ca; // calls (odd nodes) before returns
     return a - b;
   });
-  const next = new Int32Array(m + 1);
-  const prev = new Int32Array(m + 1);
+  const pos = new Int32Array(2 * n + 1);
+  for (let j = 0; j < order.length; j++) pos[order[j]!] = j;
+
+  // Doubly linked list of the entries of ok ops; node 0 is the head sentinel,
+  // -1 is nil. Info ops are not in the list: an info write is only ever
+  // linearized fused with an ok get that observes it (see the file comment),
+  // looked up through infoWriters.
+  const next = new Int32Array(2 * n + 1);
+  const prev = new Int32Array(2 * n + 1);
   let last = 0;
-  for (let j = 0; j < m; j++) {
-    const node = order[j]!;
+  for (const node of order) {
+    if (isInfo[(node - 1) >> 1] === 1) continue;
     next[last] = node;
     prev[node] = last;
     last = node;
   }
   next[last] = -1;
+
+  /** Per value id: the info ops writing it, in call order. */
+  const infoWriters = new Map<number, number[]>();
+  for (let i = 0; i < n; i++) {
+    if (isInfo[i] === 0) continue;
+    const v = kind[i] === KIND_PUT ? val[i]! : ABSENT;
+    let list = infoWriters.get(v);
+    if (list === undefined) {
+      list = [];
+      infoWriters.set(v, list);
+    }
+    list.push(i);
+  }
 
   const lift = (i: number): void => {
     const c = 2 * i + 1;
@@ -417,13 +511,12 @@ function checkKey(key: string, keyOps: readonly Op[], maxSteps: number): KeyResu
 
   // Linearized set: a bitset over ok ops (indexed in invoke order) plus one
   // over info ops. Ok ops are linearized roughly in order, so the ok bitset is
-  // "all ones below low, all zeros above high"; cache entries store only the
-  // window [low, high] (plus the info words) and stay small even for 100k-op
-  // keys. hash is an incremental (Zobrist) XOR hash of the linearized set.
+  // "all ones below word low, all zeros above word high"; cache entries store
+  // only the window [low, high] (plus the info words) and stay small even for
+  // 100k-op keys. hash is an incremental (Zobrist) XOR hash of the set.
   const okWords = new Uint32Array((nOk + 31) >>> 5);
   const infoWords = new Uint32Array((nInfo + 31) >>> 5);
   const nOkWords = okWords.length;
-  const nInfoWords = infoWords.length;
   let low = 0;
   let high = -1;
   let hash = 0;
@@ -452,161 +545,244 @@ function checkKey(key: string, keyOps: readonly Op[], maxSteps: number): KeyResu
     }
     hash ^= zob[i]!;
   };
-
-  const cache = new Map<number, CacheEntry[]>();
-  /** Adds (current linearized set, s) to the cache; false if it was already there. */
-  const cacheAdd = (s: number): boolean => {
-    const sliceLen = high >= low ? high - low + 1 : 0;
-    const h = (hash ^ fmix32(s + 0x632be5ab)) | 0;
-    let bucket = cache.get(h);
-    if (bucket === undefined) {
-      bucket = [];
-      cache.set(h, bucket);
-    } else {
-      outer: for (const e of bucket) {
-        if (e.s !== s || e.low !== low || e.w.length !== sliceLen + nInfoWords) continue;
-        const w = e.w;
-        for (let j = 0; j < sliceLen; j++) if (w[j] !== okWords[low + j]) continue outer;
-        for (let j = 0; j < nInfoWords; j++) if (w[sliceLen + j] !== infoWords[j]) continue outer;
-        return false;
-      }
-    }
-    const w = new Uint32Array(sliceLen + nInfoWords);
-    if (sliceLen > 0) w.set(okWords.subarray(low, low + sliceLen));
-    if (nInfoWords > 0) w.set(infoWords, sliceLen);
-    bucket.push({ s, low, w });
-    return true;
+  const isSet = (i: number): boolean => {
+    const b = bit[i]!;
+    const words = isInfo[i] === 1 ? infoWords : okWords;
+    return (words[b >>> 5]! & (1 << (b & 31))) !== 0;
   };
 
-  // Search state.
-  const stackOp = new Int32Array(n);
-  const stackS = new Int32Array(n);
+  const cache = new ConfigCache();
+  /** Adds (current linearized set, state s) to the cache; false if it was already there. */
+  const cacheAdd = (s: number): boolean =>
+    cache.add((hash ^ fmix32(s + 0x632be5ab)) | 0, s, okWords, low, high >= low ? high - low + 1 : 0, infoWords);
+
+  // Search state. Each stack frame is one ok op, optionally preceded by the
+  // info write it observes.
+  const stackOp = new Int32Array(nOk);
+  const stackInfo = new Int32Array(nOk);
+  const stackState = new Int32Array(nOk);
+  /** 1 if the frame's op was the forced choice of its node (see below). */
+  const stackForced = new Uint8Array(nOk);
   let depth = 0;
   let state = ABSENT;
-  let obligation = 0; // 1: the last linearized op is an info write; the next must be a get
-  let remaining = nOk;
+  let linearized = 0; // ops on the stack, info writes included
+  /** Position of the first return entry in the list, -1 = not computed since the list last changed. */
+  let firstReturnPos = -1;
+
+  /**
+   * The info write to fuse with ok get g (which reads value v, v != state):
+   * an unlinearized info write of v invoked before the first pending return.
+   * Taking the latest such write is enough: any linearization that uses an
+   * earlier one here can swap it with the latest one (both write v, and the
+   * earlier one can take any later place the latest one could).
+   */
+  const findInfoWriter = (g: number, v: number): number => {
+    const writers = infoWriters.get(v);
+    if (writers === undefined) return -1;
+    if (firstReturnPos < 0) {
+      let e = 2 * g + 1;
+      while ((e & 1) === 1) e = next[e]!; // a return always follows: g's own
+      firstReturnPos = pos[e]!;
+    }
+    // Last writer whose call precedes the first return...
+    let lo = 0;
+    let hi = writers.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (pos[2 * writers[mid]! + 1]! < firstReturnPos) lo = mid + 1;
+      else hi = mid;
+    }
+    // ...that is not linearized yet.
+    for (let j = lo - 1; j >= 0; j--) {
+      const x = writers[j]!;
+      if (!isSet(x)) return x;
+    }
+    return -1;
+  };
 
   // Diagnostics: the deepest linearization found and where it got stuck.
   let bestDepth = 0;
+  let bestCount = 0;
   let bestTail: number[] = [];
   let bestState = ABSENT;
   let blocked = -1;
   let pending: number[] = [];
-
+  const recordBest = (): void => {
+    bestDepth = depth;
+    bestCount = linearized;
+    const tail: number[] = [];
+    for (let d = depth - 1; d >= 0 && tail.length < TAIL_OPS; d--) {
+      tail.push(stackOp[d]!);
+      const x = stackInfo[d]!;
+      if (x >= 0 && tail.length < TAIL_OPS) tail.push(x);
+    }
+    bestTail = tail.reverse();
+    bestState = state;
+    blocked = -1;
+    pending = [];
+  };
+  const recordBlocked = (returnEntry: number): void => {
+    blocked = (returnEntry - 2) >> 1;
+    const cands: number[] = [];
+    for (let e = next[0]!; e !== returnEntry && e >= 0 && cands.length < PENDING_OPS; e = next[e]!) {
+      if ((e & 1) === 1 && (e - 1) >> 1 !== blocked) cands.push((e - 1) >> 1);
+    }
+    pending = cands;
+  };
   const detail = (): ViolationDetail => ({
-    linearizedCount: bestDepth,
+    linearizedCount: bestCount,
     lastLinearized: bestTail.map((i) => hist[i]!),
     stateAfterPrefix: valueNames[bestState] ?? null,
     blockedOp: blocked >= 0 ? hist[blocked]! : null,
     pending: pending.map((i) => hist[i]!),
   });
-  const describeDetail = (d: ViolationDetail): string => {
-    const lines: string[] = [];
-    lines.push(`  longest linearizable prefix: ${d.linearizedCount} of ${n} ops checked; register then ${d.stateAfterPrefix === null ? 'absent' : `holds ${formatValue(d.stateAfterPrefix)}`}`);
-    if (d.lastLinearized.length > 0) {
-      const skipped = d.linearizedCount - d.lastLinearized.length;
-      lines.push(`  last linearized ops${skipped > 0 ? ` (after ${skipped} earlier ones)` : ''}:`);
-      for (const op of d.lastLinearized) lines.push(`    ${describeOp(op)}`);
-    }
-    if (d.blockedOp !== null) {
-      lines.push(`  could not linearize: ${describeOp(d.blockedOp)}`);
-      lines.push('    (it completed, but no order of the ops concurrent with it makes it legal)');
-    }
-    if (d.pending.length > 0) {
-      lines.push('  other candidate ops at that point:');
-      for (const op of d.pending) lines.push(`    ${describeOp(op)}`);
-    }
-    return lines.join('\n');
+
+  const unknownResult = (): KeyResult => {
+    const d = detail();
+    return {
+      key, ok: false, unknown: true, ops: total, detail: d,
+      message: `key ${keyName}: linearizability unknown, search budget of ${maxSteps} steps exhausted (${total} ops)\n${describeDetail(d, n)}`,
+    };
   };
 
+  // The main loop. A "node" is the configuration (linearized set, state) at
+  // the top of the stack. Steps (for the budget) are attempts to extend the
+  // linearization plus backtracks; skipping an illegal candidate is free.
+  //
+  // Forced reads: if some candidate get is legal in the current state, it is
+  // the only choice explored at that node. That is complete: in any valid
+  // completion of the node the get can be moved to the front (it is minimal in
+  // real time, it reads the current state and changes nothing). So if it
+  // fails, the whole node fails.
   let steps = 0;
-  let entry = next[0]!;
-  while (true) {
-    if (remaining === 0) return { key, ok: true, unknown: false, ops: total };
-    if (++steps > maxSteps) {
-      const d = detail();
-      return {
-        key, ok: false, unknown: true, ops: total, detail: d,
-        message: `key ${keyName}: linearizability unknown, search budget of ${maxSteps} steps exhausted (${total} ops)\n${describeDetail(d)}`,
-      };
-    }
-    if (entry < 0) throw new Error('linearizability: internal error, ran off the end of the entry list');
+  let entry = -1;
+  let fresh = true; // the top node has not been scanned yet
+  let failing = false; // the top node has no valid completion: backtrack
+  const push = (i: number, x: number, ns: number, forced: number): void => {
+    stackOp[depth] = i;
+    stackInfo[depth] = x;
+    stackState[depth] = state;
+    stackForced[depth] = forced;
+    depth++;
+    linearized += x >= 0 ? 2 : 1;
+    state = ns;
+    lift(i);
+    firstReturnPos = -1;
+    if (depth > bestDepth) recordBest();
+    fresh = true;
+  };
 
-    if ((entry & 1) === 1) {
-      // Call entry: try to linearize op i now.
-      const i = (entry - 1) >> 1;
-      const k = kind[i]!;
-      let ns: number;
-      let nobl = 0;
-      if (k === KIND_GET) {
-        if (val[i] !== state) {
-          entry = next[entry]!;
-          continue;
-        }
-        ns = state;
-      } else {
-        ns = k === KIND_PUT ? val[i]! : ABSENT;
-        if (isInfo[i] === 1) {
-          // Info writes only when they change the state, and never right
-          // after another info write (both would go unobserved).
-          if (obligation === 1 || ns === state) {
-            entry = next[entry]!;
-            continue;
-          }
-          nobl = 1;
-        } else if (obligation === 1) {
-          entry = next[entry]!;
-          continue;
-        }
-      }
-      setBit(i);
-      if (cacheAdd(ns * 2 + nobl)) {
-        stackOp[depth] = i;
-        stackS[depth] = state * 2 + obligation;
-        depth++;
-        state = ns;
-        obligation = nobl;
-        lift(i);
-        if (isInfo[i] === 0) remaining--;
-        if (nobl === 0 && depth > bestDepth) {
-          bestDepth = depth;
-          bestTail = Array.from(stackOp.subarray(Math.max(0, depth - TAIL_OPS), depth));
-          bestState = state;
-          blocked = -1;
-          pending = [];
-        }
-        entry = next[0]!;
-      } else {
-        clearBit(i);
-        entry = next[entry]!;
-      }
-    } else {
-      // Return entry: op (entry-2)/2 must have been linearized by now. Backtrack.
-      if (obligation === 0 && depth === bestDepth && blocked < 0) {
-        blocked = (entry - 2) >> 1;
-        const cands: number[] = [];
-        let scanned = 0;
-        for (let e = next[0]!; e !== entry && e >= 0 && cands.length < PENDING_OPS && scanned < PENDING_SCAN_LIMIT; e = next[e]!, scanned++) {
-          if ((e & 1) === 1 && (e - 1) >> 1 !== blocked) cands.push((e - 1) >> 1);
-        }
-        pending = cands;
-      }
+  while (true) {
+    if (failing) {
       if (depth === 0) {
         const d = detail();
         return {
           key, ok: false, unknown: false, ops: total, detail: d,
-          message: `key ${keyName} is not linearizable (${total} ops)\n${describeDetail(d)}`,
+          message: `key ${keyName} is not linearizable (${total} ops)\n${describeDetail(d, n)}`,
         };
       }
+      if (++steps > maxSteps) return unknownResult();
       depth--;
       const i = stackOp[depth]!;
-      const s = stackS[depth]!;
-      state = s >> 1;
-      obligation = s & 1;
+      const x = stackInfo[depth]!;
+      state = stackState[depth]!;
+      linearized -= x >= 0 ? 2 : 1;
       clearBit(i);
+      if (x >= 0) clearBit(x);
       unlift(i);
-      if (isInfo[i] === 0) remaining++;
-      entry = next[2 * i + 1]!;
+      firstReturnPos = -1;
+      if (stackForced[depth] === 0) {
+        // Resume the parent's scan after the op just undone.
+        failing = false;
+        entry = next[2 * i + 1]!;
+      }
+      continue;
+    }
+
+    if (depth === nOk) return { key, ok: true, unknown: false, ops: total };
+
+    if (fresh) {
+      fresh = false;
+      let g = -1;
+      let e = next[0]!;
+      for (; (e & 1) === 1; e = next[e]!) {
+        const i = (e - 1) >> 1;
+        if (kind[i] === KIND_GET && val[i] === state) {
+          g = i;
+          break;
+        }
+      }
+      if (g < 0) {
+        // e is the first return entry (one exists: an ok op is pending).
+        firstReturnPos = pos[e]!;
+        entry = next[0]!;
+      } else {
+        if (++steps > maxSteps) return unknownResult();
+        setBit(g);
+        if (cacheAdd(state)) {
+          push(g, -1, state, 1);
+        } else {
+          clearBit(g);
+          failing = true;
+        }
+        continue;
+      }
+    }
+
+    if ((entry & 1) === 1) {
+      // Call entry: try to linearize ok op i now. (Gets legal in the current
+      // state do not occur here: they are forced.)
+      const i = (entry - 1) >> 1;
+      const k = kind[i]!;
+      let ns: number;
+      let x = -1;
+      if (k === KIND_GET) {
+        ns = val[i]!;
+        x = ns !== state ? findInfoWriter(i, ns) : -1;
+        if (x < 0) {
+          entry = next[entry]!;
+          continue;
+        }
+        setBit(x);
+      } else {
+        ns = k === KIND_PUT ? val[i]! : ABSENT;
+      }
+      if (++steps > maxSteps) return unknownResult();
+      setBit(i);
+      if (cacheAdd(ns)) {
+        push(i, x, ns, 0);
+      } else {
+        clearBit(i);
+        if (x >= 0) clearBit(x);
+        entry = next[entry]!;
+      }
+    } else if (entry >= 0) {
+      // Return entry: op (entry-2)/2 had to be linearized by now, and no
+      // candidate before it led to a valid completion.
+      if (depth === bestDepth && blocked < 0) recordBlocked(entry);
+      failing = true;
+    } else {
+      throw new Error('linearizability: internal error, ran off the end of the entry list');
     }
   }
+}
+
+function describeDetail(d: ViolationDetail, checked: number): string {
+  const lines: string[] = [];
+  const state = d.stateAfterPrefix === null ? 'absent' : `holds ${formatValue(d.stateAfterPrefix)}`;
+  lines.push(`  longest linearizable prefix: ${d.linearizedCount} of ${checked} ops checked; register then ${state}`);
+  if (d.lastLinearized.length > 0) {
+    const skipped = d.linearizedCount - d.lastLinearized.length;
+    lines.push(`  last linearized ops${skipped > 0 ? ` (after ${skipped} earlier ones)` : ''}:`);
+    for (const op of d.lastLinearized) lines.push(`    ${describeOp(op)}`);
+  }
+  if (d.blockedOp !== null) {
+    lines.push(`  could not linearize: ${describeOp(d.blockedOp)}`);
+    lines.push('    (it completed, but no order of the ops concurrent with it makes it legal)');
+  }
+  if (d.pending.length > 0) {
+    lines.push('  other candidate ops at that point:');
+    for (const op of d.pending) lines.push(`    ${describeOp(op)}`);
+  }
+  return lines.join('\n');
 }

@@ -112,13 +112,14 @@ export class RespParser {
   }
 
   /**
-   * Bytes currently held for incomplete input: a partial line, the received part
-   * of a bulk (not counting a bulk being discarded) and the arguments already
+   * Bytes currently held for incomplete input: the buffers holding a partial
+   * line and a partial bulk (allocated capacity, at most twice what has been
+   * received; nothing for a bulk being discarded) and the arguments already
    * parsed for the request in progress. Callers can cap it (like Redis's
    * client-query-buffer-limit) to bound memory per connection.
    */
   get bufferedBytes(): number {
-    return this.lineLen + (this.discarding ? 0 : this.bulkGot) + this.argsBytes;
+    return this.lineAcc.length + this.bulkAcc.length + this.argsBytes;
   }
 
   /** Feeds bytes; returns the events completed by them, in order. After a protocolError, further input is ignored (returns []). */

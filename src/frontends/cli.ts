@@ -1,0 +1,209 @@
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { Command, Option } from 'commander';
+import type { ClusterConfig } from '../runtime/config.ts';
+import { ConfigError, loadConfig } from '../runtime/config.ts';
+import { ChainKvClient, ChainKvError } from './client.ts';
+import { startNode } from './node-main.ts';
+import { VERSION } from './version.ts';
+
+/** The `chainkv` command: run a local cluster or one node, and talk to a cluster. */
+
+const BIN = fileURLToPath(new URL('../../bin/chainkv.mjs', import.meta.url));
+
+interface ConfigOpts {
+  config?: string;
+  dataDir?: string;
+  durability?: string;
+}
+
+function configFrom(opts: ConfigOpts): ClusterConfig {
+  const overrides: Partial<ClusterConfig> = {};
+  if (opts.dataDir !== undefined) overrides.dataDir = opts.dataDir;
+  if (opts.durability !== undefined) overrides.durability = opts.durability as ClusterConfig['durability'];
+  return loadConfig(opts.config, overrides);
+}
+
+function withConfigOptions(cmd: Command): Command {
+  return cmd
+    .option('-c, --config <file>', 'cluster configuration (JSON); default: the local five-node cluster')
+    .option('-d, --data-dir <dir>', 'data directory (one folder per node inside it)')
+    .addOption(new Option('--durability <mode>', 'fsync: on disk before ok; process: survives a process kill').choices(['fsync', 'process']));
+}
+
+const LEVELS: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
+
+/** Prints a child's pino JSON lines as "[name] LEVEL message key=value". */
+function pipeLogs(name: string, child: ChildProcess): void {
+  for (const stream of [child.stdout, child.stderr]) {
+    if (stream === null) continue;
+    createInterface({ input: stream }).on('line', (line) => {
+      try {
+        const rec = JSON.parse(line) as Record<string, unknown>;
+        const { level, msg, time: _t, pid: _p, hostname: _h, node: _n, ...rest } = rec;
+        const extra = Object.entries(rest)
+          .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+          .join(' ');
+        console.log(`[${name}] ${LEVELS[level as number] ?? level} ${String(msg)}${extra ? '  ' + extra : ''}`);
+      } catch {
+        console.log(`[${name}] ${line}`);
+      }
+    });
+  }
+}
+
+async function startCluster(opts: ConfigOpts): Promise<void> {
+  const cfg = configFrom(opts);
+  const passOn = [
+    ...(opts.config !== undefined ? ['--config', opts.config] : []),
+    ...(opts.dataDir !== undefined ? ['--data-dir', opts.dataDir] : []),
+    ...(opts.durability !== undefined ? ['--durability', opts.durability] : []),
+  ];
+  console.log(`chainkv ${VERSION}: starting ${cfg.nodes.length} nodes, data under ${cfg.dataDir}, durability ${cfg.durability}`);
+  console.log('');
+  console.log('  node    HTTP                    RESP (redis-cli -p)   peer');
+  for (const n of cfg.nodes) {
+    console.log(`  ${n.name.padEnd(7)} http://${n.host}:${String(n.httpPort).padEnd(8)} ${`${n.host}:${n.respPort}`.padEnd(21)} ${n.host}:${n.peerPort}`);
+  }
+  console.log('');
+  console.log(`  try: redis-cli -p ${cfg.nodes[0]!.respPort} set hello world;  curl http://${cfg.nodes[0]!.host}:${cfg.nodes[0]!.httpPort}/cluster`);
+  console.log('  Ctrl-C stops every node.');
+  console.log('');
+  const children = new Map<string, ChildProcess>();
+  let stopping = false;
+  for (const n of cfg.nodes) {
+    const child = spawn(process.execPath, [BIN, 'node', '--name', n.name, ...passOn], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.set(n.name, child);
+    pipeLogs(n.name, child);
+    child.on('exit', (code, signal) => {
+      children.delete(n.name);
+      if (!stopping) console.log(`[${n.name}] exited (${signal ?? `code ${code}`}); the others keep serving`);
+      if (children.size === 0) process.exit(0);
+    });
+  }
+  const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
+    console.log('\nstopping every node...');
+    for (const c of children.values()) c.kill('SIGTERM');
+    setTimeout(() => {
+      for (const c of children.values()) c.kill('SIGKILL');
+      process.exit(1);
+    }, 10_000).unref();
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+}
+
+async function runNode(name: string, opts: ConfigOpts): Promise<void> {
+  const cfg = configFrom(opts);
+  const node = await startNode(cfg, name);
+  const stop = (): void => {
+    node.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+}
+
+function seedsFrom(opts: ConfigOpts & { node?: string }): string[] {
+  if (opts.node !== undefined) return [opts.node];
+  return configFrom(opts).nodes.map((n) => `http://${n.host}:${n.httpPort}`);
+}
+
+async function withClient<T>(opts: ConfigOpts & { node?: string }, fn: (c: ChainKvClient) => Promise<T>): Promise<T> {
+  const client = await ChainKvClient.connect(seedsFrom(opts));
+  try {
+    return await fn(client);
+  } finally {
+    client.close();
+  }
+}
+
+function clientCommand(cmd: Command): Command {
+  return withConfigOptions(cmd).option('-n, --node <url>', 'HTTP address of a node to ask first (default: every node of the config)');
+}
+
+export function buildCli(): Command {
+  const program = new Command('chainkv')
+    .version(VERSION)
+    .description('chainkv: a Dynamo-style key-value store with chain replication');
+  withConfigOptions(program.command('start').description('start a local cluster (five nodes by default) in the foreground')).action(startCluster);
+  withConfigOptions(program.command('node').description('run one node of the cluster in the foreground'))
+    .requiredOption('--name <name>', 'node name (default cluster: 5554, 5556, 5558, 5560, 5562)')
+    .action((o: ConfigOpts & { name: string }) => runNode(o.name, o));
+  clientCommand(program.command('put').argument('<key>').argument('<value>').description('insert or overwrite a key')).action(
+    (key: string, value: string, o: ConfigOpts) =>
+      withClient(o, async (c) => {
+        await c.put(key, value);
+        console.log('OK');
+      }),
+  );
+  clientCommand(program.command('get').argument('<key>').description('print the value of a key')).action((key: string, o: ConfigOpts) =>
+    withClient(o, async (c) => {
+      const v = await c.get(key);
+      if (v === null) {
+        console.error(`(not found) ${key}`);
+        process.exitCode = 1;
+      } else process.stdout.write(v.toString('utf8') + '\n');
+    }),
+  );
+  clientCommand(program.command('del').argument('<key>').description('delete a key ("*": every key in the cluster)')).action(
+    (key: string, o: ConfigOpts) =>
+      withClient(o, async (c) => {
+        if (key === '*') {
+          await c.deleteAll();
+          console.log('deleted every key');
+        } else console.log((await c.del(key)) ? 'deleted' : '(did not exist)');
+      }),
+  );
+  clientCommand(program.command('all').description('print every pair in the cluster (query "*")')).action((o: ConfigOpts) =>
+    withClient(o, async (c) => {
+      let n = 0;
+      for await (const p of c.all()) {
+        console.log(`${p.key}\t${p.value}`);
+        n++;
+      }
+      console.error(`(${n} pairs)`);
+    }),
+  );
+  clientCommand(program.command('local').argument('<node>').description('print every pair stored on one node, replicas included (query "@")')).action(
+    (node: string, o: ConfigOpts) =>
+      withClient(o, async (c) => {
+        let n = 0;
+        for await (const p of c.local(node)) {
+          console.log(`${p.key}\t${p.value}`);
+          n++;
+        }
+        console.error(`(${n} pairs on ${node})`);
+      }),
+  );
+  clientCommand(program.command('status').description('show the ring, the chains and every node')).action((o: ConfigOpts) =>
+    withClient(o, async (c) => {
+      const info = await c.cluster();
+      console.log(`cluster ${info.cluster}, epoch ${info.epoch}, replication ${info.replication}`);
+      for (const n of info.nodes) console.log(`  ${n.name.padEnd(8)} ${n.state.padEnd(8)} ${n.http.padEnd(24)} resp ${n.resp}  ring ${n.position.slice(0, 8)}`);
+      console.log('partitions (head -> tail):');
+      for (const p of info.partitions) {
+        console.log(`  ${String(p.partition).padStart(3)} owner ${p.owner.padEnd(8)} ${(p.share * 100).toFixed(1).padStart(5)}%  ${p.serving.join(' -> ')}`);
+      }
+    }),
+  );
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await buildCli().parseAsync(argv);
+  } catch (err) {
+    if (err instanceof ConfigError || err instanceof ChainKvError) {
+      console.error(`chainkv: ${err.message}`);
+      process.exit(2);
+    }
+    throw err;
+  }
+}

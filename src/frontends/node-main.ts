@@ -1,0 +1,93 @@
+import { pino } from 'pino';
+import type { Logger } from 'pino';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { KvApi } from '../runtime/api.ts';
+import type { ClusterConfig } from '../runtime/config.ts';
+import { nodeAddress } from '../runtime/config.ts';
+import { NodeRuntime } from '../runtime/node.ts';
+import { HttpServer } from './http.ts';
+import { RespServer } from './resp/server.ts';
+import { VERSION } from './version.ts';
+
+/** A running node with its front ends. */
+export interface RunningNode {
+  runtime: NodeRuntime;
+  api: KvApi;
+  http: HttpServer;
+  resp: RespServer;
+  ports: { http: number; resp: number };
+  stop(): Promise<void>;
+}
+
+function metricsFor(runtime: NodeRuntime, resp: () => RespServer | undefined): Registry {
+  const registry = new Registry();
+  registry.setDefaultLabels({ node: runtime.name });
+  collectDefaultMetrics({ register: registry });
+  const c = runtime.counters;
+  const counter = (name: string, help: string, read: () => number): void => {
+    let last = 0;
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        const v = read();
+        this.inc(v - last);
+        last = v;
+      },
+    });
+  };
+  counter('chainkv_client_requests_total', 'Client requests submitted to the core', () => c.requests);
+  counter('chainkv_core_steps_total', 'Inputs stepped through the protocol core', () => c.steps);
+  counter('chainkv_fsync_batches_total', 'Group commits that waited for fdatasync', () => c.fsyncs);
+  counter('chainkv_peer_messages_in_total', 'Peer messages received', () => c.messagesIn);
+  counter('chainkv_resp_commands_total', 'RESP commands processed', () => resp()?.stats.commands ?? 0);
+  new Gauge({
+    name: 'chainkv_partition_committed_seq',
+    help: 'Highest committed sequence number per partition held here',
+    labelNames: ['partition'],
+    registers: [registry],
+    collect() {
+      for (const p of runtime.replica.partitions()) this.set({ partition: String(p.partition) }, p.committed);
+    },
+  });
+  new Gauge({
+    name: 'chainkv_view_epoch',
+    help: 'Epoch of the view this node acts on',
+    registers: [registry],
+    collect() {
+      this.set(runtime.replica.currentView.epoch);
+    },
+  });
+  return registry;
+}
+
+export async function startNode(config: ClusterConfig, name: string, logger?: Logger): Promise<RunningNode> {
+  const me = nodeAddress(config, name);
+  const log = logger ?? pino({ level: config.logLevel, base: { node: name } });
+  const runtime = new NodeRuntime(config, name, log);
+  const api = new KvApi(runtime);
+  let respRef: RespServer | undefined;
+  const http = new HttpServer(api, { host: me.host, port: me.httpPort, logger: log.child({ component: 'http' }), metrics: metricsFor(runtime, () => respRef) });
+  const resp = new RespServer(api, { host: me.host, port: me.respPort, logger: log.child({ component: 'resp' }), version: VERSION });
+  respRef = resp;
+  await runtime.start();
+  const ports = { http: await http.listen(), resp: await resp.listen() };
+  log.info({ http: `http://${me.host}:${ports.http}`, resp: `${me.host}:${ports.resp}`, peer: `${me.host}:${runtime.transport.port}` }, `node ${name} serving`);
+  let stopped: Promise<void> | null = null;
+  return {
+    runtime,
+    api,
+    http,
+    resp,
+    ports,
+    stop() {
+      stopped ??= (async () => {
+        await Promise.all([http.close(), resp.close()]);
+        await runtime.stop();
+        log.info(`node ${name} stopped`);
+      })();
+      return stopped;
+    },
+  };
+}

@@ -1,0 +1,131 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { Durability } from './storage.ts';
+
+/**
+ * Cluster configuration. The local default needs no file: five nodes named 5554..5562 on
+ * 127.0.0.1 (HTTP 8001-8005, RESP 7001-7005, peers 9001-9005), data under ./data. A JSON
+ * file overrides any part of it; see docs/api.md ("Configuration").
+ */
+export interface NodeAddress {
+  name: string;
+  host: string;
+  httpPort: number;
+  respPort: number;
+  peerPort: number;
+}
+
+export interface ClusterConfig {
+  /** Cluster id: peers refuse connections from another cluster. */
+  cluster: string;
+  nodes: NodeAddress[];
+  replication: number;
+  dataDir: string;
+  durability: Durability;
+  maxKeyBytes: number;
+  maxValueBytes: number;
+  requestTimeoutMs: number;
+  retryMs: number;
+  retransmitMs: number;
+  tickMs: number;
+  logLevel: string;
+}
+
+export const DEFAULT_NAMES = ['5554', '5556', '5558', '5560', '5562'];
+
+export function defaultConfig(): ClusterConfig {
+  return {
+    cluster: 'chainkv-local',
+    nodes: DEFAULT_NAMES.map((name, i) => ({
+      name,
+      host: '127.0.0.1',
+      httpPort: 8001 + i,
+      respPort: 7001 + i,
+      peerPort: 9001 + i,
+    })),
+    replication: 3,
+    dataDir: './data',
+    durability: 'fsync',
+    maxKeyBytes: 1024,
+    maxValueBytes: 1024 * 1024,
+    requestTimeoutMs: 5000,
+    retryMs: 300,
+    retransmitMs: 200,
+    tickMs: 10,
+    logLevel: 'info',
+  };
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+const KNOWN = new Set(Object.keys(defaultConfig()));
+
+/** Reads a JSON config file over the defaults and validates the result. */
+export function loadConfig(file?: string, overrides: Partial<ClusterConfig> = {}): ClusterConfig {
+  let fromFile: Record<string, unknown> = {};
+  if (file !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`);
+    }
+    try {
+      fromFile = JSON.parse(text) as Record<string, unknown>;
+    } catch (err) {
+      throw new ConfigError(`config file ${file} is not valid JSON: ${(err as Error).message}`);
+    }
+    if (typeof fromFile !== 'object' || fromFile === null || Array.isArray(fromFile)) {
+      throw new ConfigError(`config file ${file} must hold a JSON object`);
+    }
+    for (const k of Object.keys(fromFile)) if (!KNOWN.has(k)) throw new ConfigError(`config file ${file}: unknown setting "${k}"`);
+  }
+  const cfg = { ...defaultConfig(), ...fromFile, ...overrides } as ClusterConfig;
+  validate(cfg);
+  return cfg;
+}
+
+function validate(cfg: ClusterConfig): void {
+  const fail = (m: string): never => {
+    throw new ConfigError(m);
+  };
+  if (!Array.isArray(cfg.nodes) || cfg.nodes.length === 0) fail('"nodes" must be a non-empty list');
+  const names = new Set<string>();
+  const endpoints = new Set<string>();
+  for (const n of cfg.nodes) {
+    if (typeof n.name !== 'string' || n.name === '') fail('every node needs a "name"');
+    if (names.has(n.name)) fail(`node name "${n.name}" appears twice`);
+    names.add(n.name);
+    if (typeof n.host !== 'string' || n.host === '') fail(`node ${n.name}: "host" is required`);
+    for (const port of ['httpPort', 'respPort', 'peerPort'] as const) {
+      const v = n[port];
+      if (!Number.isInteger(v) || v < 0 || v > 65535) fail(`node ${n.name}: "${port}" must be a port number, got ${String(v)}`);
+      const ep = `${n.host}:${v}`;
+      if (v !== 0 && endpoints.has(ep)) fail(`node ${n.name}: ${ep} is used twice`);
+      endpoints.add(ep);
+    }
+  }
+  if (!Number.isInteger(cfg.replication) || cfg.replication < 1 || cfg.replication > cfg.nodes.length) {
+    fail(`"replication" must be between 1 and the node count (${cfg.nodes.length}), got ${cfg.replication}`);
+  }
+  if (cfg.durability !== 'fsync' && cfg.durability !== 'process') fail(`"durability" must be "fsync" or "process", got "${String(cfg.durability)}"`);
+  const positive = ['maxKeyBytes', 'maxValueBytes', 'requestTimeoutMs', 'retryMs', 'retransmitMs', 'tickMs'] as const;
+  for (const k of positive) if (!Number.isInteger(cfg[k]) || cfg[k] <= 0) fail(`"${k}" must be a positive integer, got ${String(cfg[k])}`);
+  if (cfg.maxKeyBytes > 1900) fail(`"maxKeyBytes" can be at most 1900 (the storage engine's key limit), got ${cfg.maxKeyBytes}`);
+  if (cfg.maxValueBytes > 512 * 1024 * 1024) fail(`"maxValueBytes" can be at most 512 MiB, got ${cfg.maxValueBytes}`);
+}
+
+export function nodeAddress(cfg: ClusterConfig, name: string): NodeAddress {
+  const n = cfg.nodes.find((x) => x.name === name);
+  if (n === undefined) throw new ConfigError(`no node named "${name}" in the configuration (nodes: ${cfg.nodes.map((x) => x.name).join(', ')})`);
+  return n;
+}
+
+export function nodeDataDir(cfg: ClusterConfig, name: string): string {
+  return resolve(cfg.dataDir, name);
+}

@@ -1,0 +1,180 @@
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import { ErrorCodes } from '../core/errors.ts';
+import type { PeerMsg } from '../core/messages.ts';
+import { Replica } from '../core/replica.ts';
+import type { ClientRequest, ClientResult, Input, Output } from '../core/replica.ts';
+import { Ring } from '../core/ring.ts';
+import { initialView } from '../core/view.ts';
+import type { ClusterConfig } from './config.ts';
+import { nodeAddress, nodeDataDir } from './config.ts';
+import { LmdbStore } from './storage.ts';
+import { PeerTransport } from './transport.ts';
+
+/**
+ * One real node: the protocol core wired to LMDB, the TCP transport, a monotonic clock and a
+ * ticker. Inputs that arrive in one event-loop turn are stepped together inside one LMDB
+ * write transaction; the outputs are then released in order, those marked durable only after
+ * an fdatasync that started after the transaction committed (group commit).
+ */
+export class NodeRuntime {
+  readonly name: string;
+  readonly config: ClusterConfig;
+  readonly ring: Ring;
+  readonly store: LmdbStore;
+  readonly replica: Replica;
+  readonly transport: PeerTransport;
+  private readonly log: Logger;
+
+  private inbox: Input[] = [];
+  private drainScheduled = false;
+  /** Outputs waiting for durability, in order; `gen` = store generation they need durable. */
+  private gated: { o: Output; gen: number }[] = [];
+  private nextToken = 1;
+  private readonly callbacks = new Map<number, (r: ClientResult) => void>();
+  private ticker: NodeJS.Timeout | null = null;
+  private stopping = false;
+  readonly startedAt = Date.now();
+  readonly counters = { requests: 0, steps: 0, fsyncs: 0, messagesIn: 0 };
+
+  constructor(config: ClusterConfig, name: string, log: Logger) {
+    this.name = name;
+    this.config = config;
+    this.log = log;
+    const me = nodeAddress(config, name);
+    this.ring = new Ring(
+      config.nodes.map((n) => n.name),
+      config.replication,
+    );
+    this.store = new LmdbStore(nodeDataDir(config, name), { durability: config.durability });
+    this.replica = new Replica({
+      self: name,
+      ring: this.ring,
+      view: initialView(this.ring),
+      store: this.store,
+      incarnation: randomBytes(4).toString('hex'),
+      timing: { requestTimeoutMs: config.requestTimeoutMs, retryMs: config.retryMs, retransmitMs: config.retransmitMs },
+    });
+    const peers: Record<string, { host: string; port: number }> = {};
+    for (const n of config.nodes) if (n.name !== name) peers[n.name] = { host: n.host, port: n.peerPort };
+    this.transport = new PeerTransport({
+      self: name,
+      cluster: config.cluster,
+      listen: { host: me.host, port: me.peerPort },
+      peers,
+      logger: log.child({ component: 'transport' }),
+    });
+    this.transport.onMessage = (from, msg) => {
+      this.counters.messagesIn++;
+      this.enqueue({ type: 'message', from, msg: msg as PeerMsg });
+    };
+    this.transport.onPeerState = (peer, state) => this.log.debug({ peer, state }, 'peer state');
+  }
+
+  async start(): Promise<void> {
+    await this.transport.start();
+    this.ticker = setInterval(() => this.enqueue({ type: 'tick' }), this.config.tickMs);
+    const parts = this.replica.partitions();
+    this.log.info(
+      { partitions: parts.map((p) => p.partition), committed: parts.map((p) => p.committed) },
+      `node ${this.name} started (storage ${this.store.dir}, durability ${this.config.durability})`,
+    );
+  }
+
+  /** Submits a client request to the core; resolves with its result (never rejects). */
+  request(req: ClientRequest): Promise<ClientResult> {
+    if (this.stopping) {
+      return Promise.resolve({ ok: false, code: ErrorCodes.SHUTTING_DOWN, message: `node ${this.name} is shutting down` });
+    }
+    this.counters.requests++;
+    const token = this.nextToken++;
+    return new Promise((resolve) => {
+      this.callbacks.set(token, resolve);
+      this.enqueue({ type: 'client', token, req });
+    });
+  }
+
+  private enqueue(input: Input): void {
+    this.inbox.push(input);
+    if (!this.drainScheduled) {
+      this.drainScheduled = true;
+      setImmediate(() => this.drain());
+    }
+  }
+
+  private drain(): void {
+    this.drainScheduled = false;
+    const inbox = this.inbox;
+    this.inbox = [];
+    const outputs: Output[] = [];
+    const now = performance.now();
+    try {
+      this.store.transaction(() => {
+        for (const input of inbox) for (const o of this.replica.step(now, input)) outputs.push(o);
+      });
+    } catch (err) {
+      // An invariant of the core failed or the disk failed: stopping is the only safe move
+      // (crash-only; a restarted node re-syncs from its chain).
+      this.log.fatal({ err }, 'protocol core failed; exiting');
+      process.exit(70);
+    }
+    this.counters.steps += inbox.length;
+    this.dispatch(outputs);
+  }
+
+  private dispatch(outputs: Output[]): void {
+    const gen = this.store.writeGeneration;
+    let needSync = false;
+    for (const o of outputs) {
+      if (this.gated.length === 0 && (!o.durable || this.store.durableGeneration >= gen)) {
+        this.emit(o);
+      } else {
+        // Keep order: anything behind a gated output waits too.
+        this.gated.push({ o, gen: o.durable ? gen : 0 });
+        needSync ||= o.durable;
+      }
+    }
+    if (needSync) {
+      this.counters.fsyncs++;
+      this.store.sync().then(
+        () => this.release(),
+        (err: unknown) => {
+          this.log.fatal({ err }, 'fdatasync failed; exiting');
+          process.exit(71);
+        },
+      );
+    }
+  }
+
+  private release(): void {
+    const durable = this.store.durableGeneration;
+    while (this.gated.length > 0 && this.gated[0]!.gen <= durable) this.emit(this.gated.shift()!.o);
+  }
+
+  private emit(o: Output): void {
+    if (o.type === 'send') {
+      this.transport.send(o.to, o.msg);
+      return;
+    }
+    const cb = this.callbacks.get(o.token);
+    if (cb === undefined) return;
+    this.callbacks.delete(o.token);
+    cb(o.result);
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    if (this.ticker !== null) clearInterval(this.ticker);
+    // Let durable outputs already in flight go out before the transport closes.
+    await this.store.sync().catch(() => undefined);
+    this.release();
+    for (const [token, cb] of this.callbacks) {
+      this.callbacks.delete(token);
+      cb({ ok: false, code: ErrorCodes.SHUTTING_DOWN, message: `node ${this.name} is shutting down` });
+    }
+    await this.transport.close();
+    await this.store.close();
+  }
+}
