@@ -115,8 +115,10 @@ const KIND_PUT = 0;
 const KIND_GET = 1;
 const KIND_DELETE = 2;
 
-/** Absent state / null value id. */
+/** Value id of the absent state (null). */
 const ABSENT = 0;
+/** Value id shared by all values that no ok get of the key returns. */
+const UNREAD = 1;
 
 export function checkHistory(ops: readonly Op[], opts: CheckOptions = {}): CheckResult {
   const maxSteps = opts.maxStepsPerKey ?? DEFAULT_MAX_STEPS;
@@ -373,7 +375,9 @@ function checkKey(key: string, keyOps: readonly Op[], maxSteps: number): KeyResu
 
   // Intern values: 0 = absent, 1.. = distinct strings.
   const valueIds = new Map<string, number>();
-  const valueNames: (string | null)[] = [null];
+  // UNREAD stands for every value that no ok get returns: such values are
+  // indistinguishable to the model, and merging them shrinks the search.
+  const valueNames: (string | null)[] = [null, null];
   const intern = (v: string): number => {
     let id = valueIds.get(v);
     if (id === undefined) {
@@ -396,7 +400,7 @@ function checkKey(key: string, keyOps: readonly Op[], maxSteps: number): KeyResu
     const op = hist[i]!;
     if (op.kind === 'put') {
       kind[i] = KIND_PUT;
-      val[i] = intern(op.value as string);
+      val[i] = readValues.has(op.value) ? intern(op.value as string) : UNREAD;
       written.add(op.value as string);
     } else if (op.kind === 'get') {
       kind[i] = KIND_GET;
@@ -604,7 +608,7 @@ function checkKey(key: string, keyOps: readonly Op[], maxSteps: number): KeyResu
   let bestDepth = 0;
   let bestCount = 0;
   let bestTail: number[] = [];
-  let bestState = ABSENT;
+  let bestState: string | null = null;
   let blocked = -1;
   let pending: number[] = [];
   const recordBest = (): void => {
@@ -617,7 +621,8 @@ function checkKey(key: string, keyOps: readonly Op[], maxSteps: number): KeyResu
       if (x >= 0 && tail.length < TAIL_OPS) tail.push(x);
     }
     bestTail = tail.reverse();
-    bestState = state;
+    // An UNREAD state was just written by the ok put on top of the stack.
+    bestState = state === UNREAD ? hist[stackOp[depth - 1]!]!.value : (valueNames[state] ?? null);
     blocked = -1;
     pending = [];
   };
@@ -632,7 +637,7 @@ function checkKey(key: string, keyOps: readonly Op[], maxSteps: number): KeyResu
   const detail = (): ViolationDetail => ({
     linearizedCount: bestCount,
     lastLinearized: bestTail.map((i) => hist[i]!),
-    stateAfterPrefix: valueNames[bestState] ?? null,
+    stateAfterPrefix: bestState,
     blockedOp: blocked >= 0 ? hist[blocked]! : null,
     pending: pending.map((i) => hist[i]!),
   });
