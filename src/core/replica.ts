@@ -312,7 +312,8 @@ export class Replica {
   private tickPartition(s: PartitionState): void {
     const succ = this.successorOf(s.p);
     if (!s.ready) {
-      if (succ !== undefined && this.now - s.syncSentAt >= this.timing.retransmitMs) {
+      // Retried often: at a cold start the chain becomes ready from the tail up, one hop per try.
+      if (succ !== undefined && this.now - s.syncSentAt >= Math.min(50, this.timing.retransmitMs)) {
         s.syncSentAt = this.now;
         this.send(succ, { t: 'sync', e: this.view.epoch, p: s.p, committed: s.committed });
       }

@@ -19,7 +19,7 @@ export interface RunningNode {
   stop(): Promise<void>;
 }
 
-function metricsFor(runtime: NodeRuntime, resp: () => RespServer | undefined): Registry {
+function metricsFor(runtime: NodeRuntime, resp: RespServer): Registry {
   const registry = new Registry();
   registry.setDefaultLabels({ node: runtime.name });
   collectDefaultMetrics({ register: registry });
@@ -41,7 +41,7 @@ function metricsFor(runtime: NodeRuntime, resp: () => RespServer | undefined): R
   counter('chainkv_core_steps_total', 'Inputs stepped through the protocol core', () => c.steps);
   counter('chainkv_fsync_batches_total', 'Group commits that waited for fdatasync', () => c.fsyncs);
   counter('chainkv_peer_messages_in_total', 'Peer messages received', () => c.messagesIn);
-  counter('chainkv_resp_commands_total', 'RESP commands processed', () => resp()?.stats.commands ?? 0);
+  counter('chainkv_resp_commands_total', 'RESP commands processed', () => resp.stats.commands);
   new Gauge({
     name: 'chainkv_partition_committed_seq',
     help: 'Highest committed sequence number per partition held here',
@@ -67,10 +67,8 @@ export async function startNode(config: ClusterConfig, name: string, logger?: Lo
   const log = logger ?? pino({ level: config.logLevel, base: { node: name } });
   const runtime = new NodeRuntime(config, name, log);
   const api = new KvApi(runtime);
-  let respRef: RespServer | undefined;
-  const http = new HttpServer(api, { host: me.host, port: me.httpPort, logger: log.child({ component: 'http' }), metrics: metricsFor(runtime, () => respRef) });
   const resp = new RespServer(api, { host: me.host, port: me.respPort, logger: log.child({ component: 'resp' }), version: VERSION });
-  respRef = resp;
+  const http = new HttpServer(api, { host: me.host, port: me.httpPort, logger: log.child({ component: 'http' }), metrics: metricsFor(runtime, resp) });
   await runtime.start();
   const ports = { http: await http.listen(), resp: await resp.listen() };
   log.info({ http: `http://${me.host}:${ports.http}`, resp: `${me.host}:${ports.resp}`, peer: `${me.host}:${runtime.transport.port}` }, `node ${name} serving`);

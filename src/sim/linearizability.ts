@@ -38,11 +38,18 @@
  * So it suffices to linearize an info write only fused with an ok get that
  * observes it: when the scan reaches an ok get reading v while the state is
  * not v, the pair (info write of v, get) may be linearized as one step, using
- * an info write of v that was invoked before the first pending return. Of
- * those, taking the latest-invoked unused one is enough (exchange argument:
- * an earlier one can take any later place the latest one could). Info ops are
- * therefore kept out of the entry list, and info writes whose value no ok get
- * returns are dropped up front.
+ * an info write of v that was invoked before the first pending return. Any
+ * one of those will do: they all write v and, never returning, stay eligible
+ * from then on, so they are interchangeable. Info ops are therefore kept out
+ * of the entry list, and info writes whose value no ok get returns are dropped
+ * up front.
+ *
+ * Two more reductions that keep the search small on concurrent histories:
+ *  - Forced reads: when a pending get is legal in the current state and
+ *    minimal in real time, it is the only choice tried at that point (in any
+ *    valid completion it can be moved to the front, as it changes nothing).
+ *  - All put values that no ok get returns are merged into one model value:
+ *    the model cannot tell them apart.
  *
  * The search is iterative (no recursion) and bounded by a step budget per key;
  * a key whose budget runs out is reported as unknown, never as passing.
@@ -373,7 +380,7 @@ function checkKey(key: string, keyOps: readonly Op[], maxSteps: number): KeyResu
   const n = hist.length;
   if (n === 0) return { key, ok: true, unknown: false, ops: total };
 
-  // Intern values: 0 = absent, 1.. = distinct strings.
+  // Intern values: 0 = absent, 1 = UNREAD, 2.. = distinct values read by some get.
   const valueIds = new Map<string, number>();
   // UNREAD stands for every value that no ok get returns: such values are
   // indistinguishable to the model, and merging them shrinks the search.
@@ -576,9 +583,9 @@ function checkKey(key: string, keyOps: readonly Op[], maxSteps: number): KeyResu
   /**
    * The info write to fuse with ok get g (which reads value v, v != state):
    * an unlinearized info write of v invoked before the first pending return.
-   * Taking the latest such write is enough: any linearization that uses an
-   * earlier one here can swap it with the latest one (both write v, and the
-   * earlier one can take any later place the latest one could).
+   * Which one does not matter: they all write v and, never returning, stay
+   * eligible from now on, so a linearization using one of them here can swap
+   * it with any other. (The latest-invoked one is taken.)
    */
   const findInfoWriter = (g: number, v: number): number => {
     const writers = infoWriters.get(v);

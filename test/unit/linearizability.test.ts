@@ -413,6 +413,61 @@ describe('checkHistory: randomized', () => {
   });
 });
 
+/**
+ * Exhaustive oracle for tiny single-key histories: tries every order of the
+ * ops that respects real time (an ok op that completes strictly before
+ * another is invoked precedes it); info writes may be left out.
+ */
+function bruteForceLinearizable(ops: readonly Op[]): boolean {
+  const h = ops.filter((o) => o.status !== 'fail' && !(o.status === 'info' && o.kind === 'get'));
+  const used = h.map(() => false);
+  const okTotal = h.filter((o) => o.status === 'ok').length;
+  const precedes = (a: Op, b: Op): boolean => a.status === 'ok' && a.complete < b.invoke;
+  const search = (state: string | null, okUsed: number): boolean => {
+    if (okUsed === okTotal) return true;
+    for (let i = 0; i < h.length; i++) {
+      const o = h[i]!;
+      if (used[i]) continue;
+      if (h.some((p, j) => !used[j] && j !== i && precedes(p, o))) continue;
+      if (o.kind === 'get' && o.value !== state) continue;
+      const next = o.kind === 'get' ? state : o.kind === 'put' ? o.value : null;
+      used[i] = true;
+      const found = search(next, okUsed + (o.status === 'ok' ? 1 : 0));
+      used[i] = false;
+      if (found) return true;
+    }
+    return false;
+  };
+  return search(null, 0);
+}
+
+describe('checkHistory: agrees with an exhaustive oracle', () => {
+  it('on 20,000 tiny random histories (ties, duplicate values, info and fail ops)', () => {
+    const rng = mulberry32(2024);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rng() * xs.length)]!;
+    let linearizable = 0;
+    for (let iter = 0; iter < 20_000; iter++) {
+      const h: Op[] = [];
+      const nOps = 1 + Math.floor(rng() * 9);
+      for (let p = 0; p < nOps; p++) {
+        const invoke = Math.floor(rng() * 12); // integer times: plenty of ties
+        const complete = invoke + Math.floor(rng() * 6);
+        const kind = pick<OpKind>(['put', 'put', 'get', 'get', 'get', 'delete']);
+        const status = pick<OpStatus>(['ok', 'ok', 'ok', 'info', 'fail']);
+        const value = kind === 'put' ? pick(['1', '2', '3']) : kind === 'get' ? pick([null, '1', '2', '3']) : null;
+        h.push(op(p, kind, 'k', value, invoke, complete, status));
+      }
+      const expected = bruteForceLinearizable(h);
+      const r = checkHistory(h);
+      assert.equal(r.unknown, false);
+      assert.equal(r.ok, expected, `iteration ${iter}: ${JSON.stringify(h)}`);
+      if (expected) linearizable++;
+    }
+    // Both outcomes must be well represented for this to mean anything.
+    assert.ok(linearizable > 4000 && linearizable < 16_000, `${linearizable} linearizable`);
+  });
+});
+
 describe('checkHistory: performance sanity', () => {
   it('checks a 20k-op concurrent history (10 processes, 20 keys)', () => {
     const h = genLinearizable(mulberry32(42), {

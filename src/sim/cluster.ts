@@ -1,0 +1,409 @@
+import type { PeerMsg } from '../core/messages.ts';
+import { Replica } from '../core/replica.ts';
+import type { ClientRequest, ClientResult, Output, ReplicaTiming } from '../core/replica.ts';
+import { Ring } from '../core/ring.ts';
+import { initialView } from '../core/view.ts';
+import { HistoryRecorder } from './linearizability.ts';
+import type { Op } from './linearizability.ts';
+import { MemoryStore } from './memory-store.ts';
+import { Prng } from './prng.ts';
+
+/**
+ * The deterministic simulator: N nodes running the real protocol core in one process, on a
+ * virtual clock, with a seeded scheduler that delays and drops messages (FIFO per link, as
+ * TCP), crashes and restarts nodes from their persisted state, and pauses them. Clients
+ * record a history that the linearizability checker judges. Same seed, same run.
+ */
+export interface SimOptions {
+  seed: number;
+  names?: string[];
+  replication?: number;
+  timing?: Partial<ReplicaTiming>;
+  /** One-way message delay range, ms. */
+  delayMs?: [number, number];
+  /** Probability that a message is lost. */
+  dropRate?: number;
+  /** fdatasync latency, ms. */
+  fsyncMs?: number;
+  tickMs?: number;
+}
+
+type Event =
+  | { at: number; n: number; kind: 'deliver'; from: string; to: string; msg: PeerMsg; incarnation: number }
+  | { at: number; n: number; kind: 'tick'; node: string; incarnation: number }
+  | { at: number; n: number; kind: 'flush'; node: string; incarnation: number }
+  | { at: number; n: number; kind: 'call'; fn: () => void };
+
+interface SimNode {
+  name: string;
+  store: MemoryStore;
+  replica: Replica;
+  up: boolean;
+  paused: boolean;
+  incarnation: number;
+  /** Inputs that arrived while paused (kept in the socket buffers), in order. */
+  held: Extract<Event, { kind: 'deliver' }>[];
+  /** Outputs waiting for the next flush (durable ones and everything behind them). */
+  gated: Output[];
+  flushScheduled: boolean;
+  /** Client callbacks by token. */
+  callbacks: Map<number, (r: ClientResult) => void>;
+}
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+/** A binary min-heap of events ordered by (time, insertion number). */
+class EventQueue {
+  private heap: Event[] = [];
+  get size(): number {
+    return this.heap.length;
+  }
+  push(e: Event): void {
+    const h = this.heap;
+    h.push(e);
+    let i = h.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (!this.less(h[i]!, h[p]!)) break;
+      [h[i], h[p]] = [h[p]!, h[i]!];
+      i = p;
+    }
+  }
+  pop(): Event | undefined {
+    const h = this.heap;
+    if (h.length === 0) return undefined;
+    const top = h[0]!;
+    const last = h.pop()!;
+    if (h.length > 0) {
+      h[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < h.length && this.less(h[l]!, h[m]!)) m = l;
+        if (r < h.length && this.less(h[r]!, h[m]!)) m = r;
+        if (m === i) break;
+        [h[i], h[m]] = [h[m]!, h[i]!];
+        i = m;
+      }
+    }
+    return top;
+  }
+  private less(a: Event, b: Event): boolean {
+    return a.at < b.at || (a.at === b.at && a.n < b.n);
+  }
+}
+
+export class SimCluster {
+  readonly ring: Ring;
+  readonly rng: Prng;
+  readonly history = new HistoryRecorder(() => this.now);
+  now = 0;
+  private readonly nodes = new Map<string, SimNode>();
+  private readonly queue = new EventQueue();
+  private eventNo = 0;
+  private nextToken = 1;
+  /** Last delivery time per link, to keep each link FIFO. */
+  private readonly linkClock = new Map<string, number>();
+  private readonly opts: Required<Omit<SimOptions, 'timing'>> & { timing: Partial<ReplicaTiming> };
+  stats = { delivered: 0, dropped: 0, steps: 0 };
+
+  constructor(opts: SimOptions) {
+    this.opts = {
+      names: ['5554', '5556', '5558', '5560', '5562'],
+      replication: 3,
+      timing: {},
+      delayMs: [0.05, 0.5],
+      dropRate: 0,
+      fsyncMs: 0.15,
+      tickMs: 10,
+      ...opts,
+    };
+    this.rng = new Prng(opts.seed);
+    this.ring = new Ring(this.opts.names, this.opts.replication);
+    for (const name of this.opts.names) {
+      const store = new MemoryStore();
+      store.sync();
+      const node: SimNode = {
+        name,
+        store,
+        replica: this.makeReplica(name, store, 1),
+        up: true,
+        paused: false,
+        incarnation: 1,
+        held: [],
+        gated: [],
+        flushScheduled: false,
+        callbacks: new Map(),
+      };
+      this.nodes.set(name, node);
+      this.scheduleTick(node);
+    }
+  }
+
+  get names(): string[] {
+    return [...this.nodes.keys()];
+  }
+
+  private makeReplica(name: string, store: MemoryStore, incarnation: number): Replica {
+    return new Replica({
+      self: name,
+      ring: this.ring,
+      view: initialView(this.ring),
+      store,
+      incarnation: `i${incarnation}`,
+      timing: this.opts.timing,
+    });
+  }
+
+  private push(e: DistributiveOmit<Event, 'n'>): void {
+    this.queue.push({ ...e, n: this.eventNo++ } as Event);
+  }
+
+  /** Runs `fn` at virtual time `at` (absolute). */
+  at(at: number, fn: () => void): void {
+    this.push({ at, kind: 'call', fn });
+  }
+
+  private scheduleTick(node: SimNode): void {
+    this.push({ at: this.now + this.opts.tickMs, kind: 'tick', node: node.name, incarnation: node.incarnation });
+  }
+
+  node(name: string): SimNode {
+    const n = this.nodes.get(name);
+    if (n === undefined) throw new Error(`no node ${name}`);
+    return n;
+  }
+
+  /** Sends a client request to a node; the callback gets the result (or an error if the node is down or crashes first). */
+  request(name: string, req: ClientRequest, cb: (r: ClientResult) => void): void {
+    const node = this.node(name);
+    if (!node.up) {
+      cb({ ok: false, code: 'KV_ERR_UNAVAILABLE', message: `node ${name} is down (connection refused)` });
+      return;
+    }
+    const token = this.nextToken++;
+    node.callbacks.set(token, cb);
+    this.input(node, () => node.replica.step(this.now, { type: 'client', token, req }));
+  }
+
+  /** SIGKILL: the node stops at once; in-flight client requests to it end with an unknown outcome. */
+  crash(name: string, loseUnsynced = true): void {
+    const node = this.node(name);
+    if (!node.up) return;
+    node.up = false;
+    node.paused = false;
+    node.held = [];
+    node.gated = [];
+    node.flushScheduled = false;
+    node.incarnation++;
+    for (const cb of node.callbacks.values()) cb({ ok: false, code: 'KV_ERR_TIMEOUT', message: 'node crashed' });
+    node.callbacks.clear();
+    node.store.restart(loseUnsynced);
+  }
+
+  restart(name: string): void {
+    const node = this.node(name);
+    if (node.up) return;
+    node.incarnation++;
+    node.replica = this.makeReplica(name, node.store, node.incarnation);
+    node.up = true;
+    this.scheduleTick(node);
+  }
+
+  pause(name: string): void {
+    this.node(name).paused = true;
+  }
+
+  resume(name: string): void {
+    const node = this.node(name);
+    if (!node.up || !node.paused) return;
+    node.paused = false;
+    const held = node.held;
+    node.held = [];
+    for (const e of held) this.deliver(node, e);
+    this.scheduleTick(node);
+  }
+
+  /** Runs events until virtual time `until` (or until nothing is left). */
+  runUntil(until: number): void {
+    for (;;) {
+      const e = this.queue.pop();
+      if (e === undefined) return;
+      if (e.at > until) {
+        this.queue.push(e);
+        this.now = until;
+        return;
+      }
+      this.now = Math.max(this.now, e.at);
+      this.handle(e);
+    }
+  }
+
+  /** Runs until `done()` holds (checked after every event) or `limit` ms of virtual time pass. */
+  runWhile(cond: () => boolean, limitMs: number): boolean {
+    const until = this.now + limitMs;
+    while (cond()) {
+      const e = this.queue.pop();
+      if (e === undefined || e.at > until) {
+        if (e !== undefined) this.queue.push(e);
+        return false;
+      }
+      this.now = Math.max(this.now, e.at);
+      this.handle(e);
+    }
+    return true;
+  }
+
+  private handle(e: Event): void {
+    switch (e.kind) {
+      case 'call':
+        return e.fn();
+      case 'tick': {
+        const node = this.node(e.node);
+        if (!node.up || node.paused || node.incarnation !== e.incarnation) return;
+        this.input(node, () => node.replica.step(this.now, { type: 'tick' }));
+        this.scheduleTick(node);
+        return;
+      }
+      case 'flush': {
+        const node = this.node(e.node);
+        if (!node.up || node.incarnation !== e.incarnation) return;
+        node.flushScheduled = false;
+        node.store.sync();
+        const gated = node.gated;
+        node.gated = [];
+        for (const o of gated) this.emit(node, o);
+        return;
+      }
+      case 'deliver': {
+        const node = this.node(e.to);
+        if (!node.up || node.incarnation !== e.incarnation) {
+          this.stats.dropped++;
+          return;
+        }
+        if (node.paused) {
+          node.held.push(e);
+          return;
+        }
+        this.deliver(node, e);
+        return;
+      }
+    }
+  }
+
+  private deliver(node: SimNode, e: Extract<Event, { kind: 'deliver' }>): void {
+    this.stats.delivered++;
+    this.input(node, () => node.replica.step(this.now, { type: 'message', from: e.from, msg: e.msg }));
+  }
+
+  private input(node: SimNode, step: () => Output[]): void {
+    this.stats.steps++;
+    const outputs = step();
+    for (const o of outputs) {
+      if (node.gated.length > 0 || o.durable) {
+        node.gated.push(o);
+        if (!node.flushScheduled && o.durable) {
+          node.flushScheduled = true;
+          this.push({ at: this.now + this.opts.fsyncMs, kind: 'flush', node: node.name, incarnation: node.incarnation });
+        }
+      } else {
+        this.emit(node, o);
+      }
+    }
+  }
+
+  private emit(node: SimNode, o: Output): void {
+    if (o.type === 'reply') {
+      const cb = node.callbacks.get(o.token);
+      if (cb === undefined) return;
+      node.callbacks.delete(o.token);
+      cb(o.result);
+      return;
+    }
+    if (this.opts.dropRate > 0 && this.rng.chance(this.opts.dropRate)) {
+      this.stats.dropped++;
+      return;
+    }
+    const to = this.nodes.get(o.to);
+    if (to === undefined) return;
+    const link = `${node.name}>${o.to}`;
+    const [lo, hi] = this.opts.delayMs;
+    const at = Math.max(this.now + lo + this.rng.next() * (hi - lo), this.linkClock.get(link) ?? 0);
+    this.linkClock.set(link, at);
+    this.push({ at, kind: 'deliver', from: node.name, to: o.to, msg: o.msg, incarnation: to.incarnation });
+  }
+
+  // ------------------------------------------------------------------ clients
+
+  /**
+   * Starts `count` client processes, each issuing operations one after another on random
+   * keys through random nodes until virtual time `until`, recording the history.
+   */
+  startClients(opts: { count: number; keys: string[]; until: number; thinkMs?: [number, number]; mix?: { put: number; get: number; del: number } }): void {
+    const mix = opts.mix ?? { put: 0.45, get: 0.45, del: 0.1 };
+    const [tlo, thi] = opts.thinkMs ?? [0, 2];
+    let seq = 0;
+    const loop = (process: number): void => {
+      if (this.now >= opts.until) return;
+      const key = this.rng.pick(opts.keys);
+      const via = this.rng.pick(this.names);
+      const r = this.rng.next();
+      const kind = r < mix.put ? 'put' : r < mix.put + mix.get ? 'get' : 'delete';
+      const value = kind === 'put' ? `c${process}-${seq++}` : null;
+      const h = this.history.invoke(process, kind, key, value);
+      const req: ClientRequest =
+        kind === 'put'
+          ? { op: 'put', key: Buffer.from(key), value: Buffer.from(value!) }
+          : kind === 'get'
+            ? { op: 'get', key: Buffer.from(key) }
+            : { op: 'del', key: Buffer.from(key) };
+      this.request(via, req, (res) => {
+        if (res.ok) this.history.ok(h, kind === 'get' ? (res.value?.toString() ?? null) : undefined);
+        else if (res.code === 'KV_ERR_TIMEOUT' || res.code === 'KV_ERR_SHUTTING_DOWN') this.history.info(h);
+        else this.history.fail(h);
+        this.at(this.now + tlo + this.rng.next() * (thi - tlo), () => loop(process));
+      });
+    };
+    for (let p = 0; p < opts.count; p++) this.at(this.now + this.rng.next() * 2, () => loop(p));
+  }
+
+  /** Reads every key once through the given node, recorded in the history (final reads after healing). */
+  finalReads(keys: string[], via: string, process = 10_000): void {
+    keys.forEach((key, i) => {
+      const h = this.history.invoke(process + i, 'get', key, null);
+      this.request(via, { op: 'get', key: Buffer.from(key) }, (res) => {
+        if (res.ok) this.history.ok(h, res.value?.toString() ?? null);
+        else this.history.info(h);
+      });
+    });
+  }
+
+  ops(): Op[] {
+    return this.history.finish();
+  }
+
+  /** Committed state of every partition on every member of its chain, for convergence checks. */
+  replicaStates(): Map<number, Map<string, string>> {
+    const out = new Map<number, Map<string, string>>();
+    for (let p = 0; p < this.ring.size; p++) {
+      const states = new Map<string, string>();
+      for (const name of this.ring.canonicalChain(p)) {
+        const node = this.node(name);
+        const pairs = node.store.scan(p, null, Number.MAX_SAFE_INTEGER).map((kv) => `${kv.key.toString()}=${kv.value.toString()}`);
+        states.set(name, `${node.store.committedSeq(p)}|${pairs.join(',')}`);
+      }
+      out.set(p, states);
+    }
+    return out;
+  }
+
+  isQuiet(): boolean {
+    for (const n of this.nodes.values()) {
+      if (n.replica.outstandingCount() > 0) return false;
+      if (n.replica.partitions().some((p) => p.pending > 0 || !p.ready)) return false;
+    }
+    return true;
+  }
+}
