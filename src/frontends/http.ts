@@ -78,7 +78,7 @@ export class HttpServer {
     const path = url.pathname;
     const method = req.method ?? 'GET';
 
-    if (path.startsWith('/kv/')) {
+    if (path.startsWith('/kv/') && path !== '/kv/') {
       const key = this.keyFrom(path.slice(4));
       if (key.length === 1 && (key[0] === 0x2a || key[0] === 0x40)) {
         // /kv/* and /kv/@ are the same as /kv?scope=all|local.

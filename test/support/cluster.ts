@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,16 +16,25 @@ import type { ClusterConfig, NodeAddress } from '../../src/runtime/config.ts';
  */
 const BIN = fileURLToPath(new URL('../../bin/chainkv.mjs', import.meta.url));
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const addr = s.address();
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-      s.close(() => resolve(port));
-    });
+/** Distinct free ports: all are held open until every one is picked, so none is handed out twice. */
+async function freePorts(count: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<Server>((resolve, reject) => {
+          const s = createServer();
+          s.once('error', reject);
+          s.listen(0, '127.0.0.1', () => resolve(s));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => {
+    const addr = s.address();
+    return typeof addr === 'object' && addr !== null ? addr.port : 0;
   });
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
 }
 
 export interface TestClusterOptions {
@@ -53,10 +63,14 @@ export class TestCluster {
   static async create(opts: TestClusterOptions = {}): Promise<TestCluster> {
     const dir = mkdtempSync(join(tmpdir(), 'chainkv-test-'));
     const names = opts.names ?? DEFAULT_NAMES;
-    const nodes: NodeAddress[] = [];
-    for (const name of names) {
-      nodes.push({ name, host: '127.0.0.1', httpPort: await freePort(), respPort: await freePort(), peerPort: await freePort() });
-    }
+    const ports = await freePorts(names.length * 3);
+    const nodes: NodeAddress[] = names.map((name, i) => ({
+      name,
+      host: '127.0.0.1',
+      httpPort: ports[3 * i]!,
+      respPort: ports[3 * i + 1]!,
+      peerPort: ports[3 * i + 2]!,
+    }));
     const config: ClusterConfig = {
       cluster: `test-${Math.random().toString(36).slice(2, 8)}`,
       nodes,

@@ -38,17 +38,78 @@ class RespError extends Error {
 
 type Handler = (args: Buffer[], conn: Conn) => Reply | Buffer | Promise<Reply | Buffer>;
 
+/** Where a command's keys are, as in Redis's command table: args[first..last] every `step`; last < 0 counts from the end. */
+interface KeySpec {
+  first: number;
+  last: number;
+  step: number;
+}
+
 interface CommandSpec {
   handler: Handler;
   /** Redis arity: positive = exact count (command name included), negative = at least -arity. */
   arity: number;
   flags: string[];
+  /** The key arguments; a data command ('readonly' or 'write') without them spans the whole keyspace. */
+  keys?: KeySpec;
+}
+
+function isKeyArg(spec: KeySpec, index: number, argc: number): boolean {
+  const last = spec.last < 0 ? argc + spec.last : spec.last;
+  return index >= spec.first && index <= last && (index - spec.first) % spec.step === 0;
+}
+
+function keyArgs(spec: KeySpec, args: Buffer[]): Buffer[] {
+  const out: Buffer[] = [];
+  for (let i = spec.first; i < args.length; i += spec.step) if (isKeyArg(spec, i, args.length)) out.push(args[i]!);
+  return out;
+}
+
+/**
+ * Per-connection command order. Redis runs a connection's commands one after another, so a
+ * pipelined `SET k v` then `GET k` reads v. Here a connection's commands run concurrently (the
+ * cluster may answer them in any order), except that a data command first waits for the
+ * earlier commands of its connection that are still running and share one of its keys; a
+ * command that spans the whole keyspace (FLUSHALL, SCAN...) waits for, and is waited for by,
+ * every data command.
+ */
+class CommandOrder {
+  private readonly byKey = new Map<string, Promise<unknown>>();
+  private readonly running = new Set<Promise<unknown>>();
+  private wide: Promise<unknown> | null = null;
+
+  /** The running commands a command on `keys` (null: the whole keyspace) must wait for. */
+  before(keys: Buffer[] | null): Promise<unknown>[] {
+    if (keys === null) return [...this.running];
+    const out: Promise<unknown>[] = [];
+    if (this.wide !== null) out.push(this.wide);
+    for (const k of keys) {
+      const p = this.byKey.get(k.toString('latin1'));
+      if (p !== undefined) out.push(p);
+    }
+    return out;
+  }
+
+  /** Records a running command until `done` (which never rejects) settles. */
+  track(keys: Buffer[] | null, done: Promise<unknown>): void {
+    const names = keys === null ? [] : keys.map((k) => k.toString('latin1'));
+    this.running.add(done);
+    if (keys === null) this.wide = done;
+    for (const k of names) this.byKey.set(k, done);
+    const forget = (): void => {
+      this.running.delete(done);
+      if (this.wide === done) this.wide = null;
+      for (const k of names) if (this.byKey.get(k) === done) this.byKey.delete(k);
+    };
+    done.then(forget, forget);
+  }
 }
 
 interface Conn {
   socket: Socket;
   name: string | null;
   closing: boolean;
+  order: CommandOrder;
 }
 
 /** Numeric SCAN cursors (redis-cli parses them as integers) mapped to our opaque cursors. */
@@ -163,7 +224,7 @@ export class RespServer {
     this.stats.connections++;
     this.conns.add(socket);
     socket.setNoDelay(true);
-    const conn: Conn = { socket, name: null, closing: false };
+    const conn: Conn = { socket, name: null, closing: false, order: new CommandOrder() };
     const maxBulk = Math.max(this.api.maxValueBytes, this.api.maxKeyBytes) + 1024;
     const parser = new RespParser({
       maxBulkBytes: maxBulk,
@@ -218,8 +279,14 @@ export class RespServer {
         }
         if (ev.type === 'tooLarge') {
           this.stats.errors++;
-          const which = ev.argIndex === 1 ? 'key' : 'argument';
-          submit(encodeError(`${which} of ${ev.size} bytes exceeds the limit of ${ev.limit - 1024} bytes (maxValueBytes)`));
+          const keys = this.commands.get(ev.args[0]!.toString('latin1').toUpperCase())?.keys;
+          submit(
+            encodeError(
+              keys !== undefined && isKeyArg(keys, ev.argIndex, ev.args.length)
+                ? `key of ${ev.size} bytes exceeds the limit of ${this.api.maxKeyBytes} bytes (maxKeyBytes)`
+                : `argument of ${ev.size} bytes exceeds the limit of ${this.api.maxValueBytes} bytes (maxValueBytes)`,
+            ),
+          );
           continue;
         }
         submit(this.execute(ev.args, conn));
@@ -246,6 +313,15 @@ export class RespServer {
     if (spec.arity > 0 ? args.length !== spec.arity : args.length < -spec.arity) {
       return encodeError(`wrong number of arguments for '${name.toLowerCase()}' command`);
     }
+    if (!spec.flags.includes('readonly') && !spec.flags.includes('write')) return this.run(spec, args, conn);
+    const keys = spec.keys === undefined ? null : keyArgs(spec.keys, args);
+    const earlier = conn.order.before(keys);
+    const reply = earlier.length === 0 ? this.run(spec, args, conn) : Promise.all(earlier).then(() => this.run(spec, args, conn));
+    if (reply instanceof Promise) conn.order.track(keys, reply);
+    return reply;
+  }
+
+  private run(spec: CommandSpec, args: Buffer[], conn: Conn): Buffer | Promise<Buffer> {
     try {
       const r = spec.handler(args, conn);
       if (r instanceof Promise) return r.then((x) => this.toBuffer(x), (err: unknown) => this.errorReply(err));
@@ -270,9 +346,11 @@ export class RespServer {
 
   private register(): void {
     const api = this.api;
-    const add = (name: string, arity: number, flags: string[], handler: Handler): void => {
-      this.commands.set(name, { handler, arity, flags });
+    const add = (name: string, arity: number, flags: string[], handler: Handler, keys?: KeySpec): void => {
+      this.commands.set(name, { handler, arity, flags, keys });
     };
+    const ONE_KEY: KeySpec = { first: 1, last: 1, step: 1 };
+    const ALL_KEYS: KeySpec = { first: 1, last: -1, step: 1 };
     const keysOf = async (scope: 'all' | 'local', match: RegExp | null): Promise<Buffer[]> => {
       const keys: Buffer[] = [];
       for await (const page of api.pages(scope, MAX_PAGE)) {
@@ -301,22 +379,22 @@ export class RespServer {
       c.closing = true;
       return OK;
     });
-    add('GET', 2, ['readonly'], async (a) => (await api.get(a[1]!)) ?? NULL_BULK);
+    add('GET', 2, ['readonly'], async (a) => (await api.get(a[1]!)) ?? NULL_BULK, ONE_KEY);
     add('SET', -3, ['write'], async (a) => {
       if (a.length > 3) throw new RespError('SET options (EX, PX, NX, XX, GET...) are not supported; use plain SET key value');
       await api.put(a[1]!, a[2]!);
       return OK;
-    });
+    }, ONE_KEY);
     add('DEL', -2, ['write'], async (a) => {
       const existed = await Promise.all(a.slice(1).map((k) => api.del(k)));
       return { int: existed.filter(Boolean).length };
-    });
+    }, ALL_KEYS);
     this.commands.set('UNLINK', this.commands.get('DEL')!);
     add('EXISTS', -2, ['readonly'], async (a) => {
       const values = await Promise.all(a.slice(1).map((k) => api.get(k)));
       return { int: values.filter((v) => v !== null).length };
-    });
-    add('MGET', -2, ['readonly'], async (a) => Promise.all(a.slice(1).map((k) => api.get(k))));
+    }, ALL_KEYS);
+    add('MGET', -2, ['readonly'], async (a) => Promise.all(a.slice(1).map((k) => api.get(k))), ALL_KEYS);
     add('MSET', -3, ['write'], async (a) => {
       if (a.length % 2 !== 1) return errArity('mset');
       // Check every pair first, so that a bad pair leaves nothing half-written.
@@ -328,7 +406,7 @@ export class RespServer {
       for (let i = 1; i < a.length; i += 2) writes.push(api.put(a[i]!, a[i + 1]!));
       await Promise.all(writes);
       return OK;
-    });
+    }, { first: 1, last: -1, step: 2 });
     add('KEYS', 2, ['readonly'], async (a) => keysOf('all', globToRegExp(a[1]!.toString('latin1'))));
     add('SCAN', -2, ['readonly'], async (a) => {
       const { count: n, match } = parseCount(a, 2);

@@ -1,0 +1,509 @@
+import type { NodeState, View } from './view.ts';
+
+/**
+ * Configuration agreement and read leases, pure and deterministic.
+ *
+ * Views are decided by Raft among all nodes (any majority decides; one failure never
+ * blocks it). The Raft log holds views; the state machine is "the latest committed view".
+ * The leader plays the master of the chain replication paper: it watches every node,
+ * proposes a view marking a silent or dead node down, marks a returning node joining, and
+ * marks it up once it has caught up. It proposes one change at a time.
+ *
+ * Leases are granted by a majority, not by the leader. A node asks every node for a lease
+ * on its current view epoch; a node grants it only if the latest view in its own log (even
+ * uncommitted) is that epoch with the asker up, and then promises: "until my clock passes
+ * grant + leaseGrantMs, I will not append a view that takes you out of 'up'". A lease is
+ * held from the moment the request was sent, for leaseHoldMs (shorter than leaseGrantMs by
+ * the clock drift bound and a margin), once a majority granted. Any majority that commits a
+ * view removing X intersects any majority that granted X a lease; the node in both appended
+ * the removal only after its promise expired, or refused to grant after appending it. So no
+ * node ever holds a lease on a view after a view removing it was decided. The promise is
+ * dropped early for a node proven dead (its port refused a connection, or it came back as a
+ * new incarnation), so a crash costs no lease wait. See docs/design.md §4.
+ */
+
+export interface LogEntry {
+  term: number;
+  view: View;
+}
+
+export interface MembershipState {
+  term: number;
+  votedFor: string | null;
+  log: LogEntry[];
+  /** Highest log index known committed (persisted so that a restart knows its last decided view). */
+  commit: number;
+}
+
+export type MembershipMsg =
+  | { t: 'rv'; term: number; last: number; lastTerm: number }
+  | { t: 'rvr'; term: number; granted: boolean }
+  | { t: 'ae'; term: number; prev: number; prevTerm: number; entries: LogEntry[]; commit: number }
+  | { t: 'aer'; term: number; ok: boolean; match: number; blocked?: boolean }
+  | { t: 'lq'; e: number; r: number; inc: string }
+  | { t: 'lg'; e: number; r: number }
+  /** node -> leader: I am back (new incarnation or reset) and want to rejoin. */
+  | { t: 'join'; inc: string }
+  /** node -> leader: I have caught up every partition of mine under `e`. */
+  | { t: 'caught'; e: number; inc: string };
+
+export interface MembershipTiming {
+  heartbeatMs: number;
+  electionMinMs: number;
+  electionMaxMs: number;
+  /** Silence after which the leader proposes marking a node down. */
+  detectMs: number;
+  leaseGrantMs: number;
+  leaseRenewMs: number;
+  /** Bound on relative clock rate drift between any two nodes (e.g. 0.01 = 1%). */
+  clockDrift: number;
+  leaseMarginMs: number;
+}
+
+export const defaultMembershipTiming: MembershipTiming = {
+  heartbeatMs: 50,
+  electionMinMs: 300,
+  electionMaxMs: 500,
+  detectMs: 400,
+  leaseGrantMs: 900,
+  leaseRenewMs: 150,
+  clockDrift: 0.01,
+  leaseMarginMs: 20,
+};
+
+export function leaseHoldMs(t: MembershipTiming): number {
+  return t.leaseGrantMs * (1 - 2 * t.clockDrift) - t.leaseMarginMs;
+}
+
+export interface MembershipHost {
+  readonly self: string;
+  readonly names: readonly string[];
+  /** Sends a membership message; `durable` = only after the persisted state is on disk. Self-sends must go through the runtime. */
+  send(to: string, msg: MembershipMsg, durable: boolean): void;
+  persist(state: MembershipState): void;
+  /** A uniform number in [0, 1) from the node's seeded generator. */
+  random(): number;
+  /** Called when the committed view changes. */
+  onCommittedView(view: View): void;
+}
+
+type Role = 'follower' | 'candidate' | 'leader';
+
+export class Membership {
+  private readonly host: MembershipHost;
+  private readonly timing: MembershipTiming;
+  private readonly majority: number;
+  private readonly incarnation: string;
+
+  private term: number;
+  private votedFor: string | null;
+  private log: LogEntry[];
+  private commit: number;
+  private role: Role = 'follower';
+  private leader: string | null = null;
+  private now = 0;
+  private electionAt = 0;
+  private votes = new Set<string>();
+
+  // leader state
+  private nextIndex = new Map<string, number>();
+  private matchIndex = new Map<string, number>();
+  private lastHeard = new Map<string, number>();
+  private heartbeatAt = 0;
+  private leaderSince = 0;
+  private readonly joinRequests = new Map<string, string>();
+  private readonly caughtUp = new Map<string, number>();
+
+  // lease holder state
+  private leaseRound = 0;
+  private readonly rounds = new Map<number, { e: number; t0: number; grants: Set<string> }>();
+  private leaseEpoch = -1;
+  private leaseUntil = -Infinity;
+  private leaseAskAt = -Infinity;
+
+  // lease granter state: promises made, per node, and the incarnation they were made to
+  private readonly promises = new Map<string, { until: number; inc: string }>();
+  /** Nodes proven dead (refused connection), with the time. */
+  private readonly deadAt = new Map<string, number>();
+
+  constructor(host: MembershipHost, initial: View, persisted: MembershipState | null, timing: MembershipTiming, incarnation: string) {
+    this.host = host;
+    this.timing = timing;
+    this.incarnation = incarnation;
+    this.majority = Math.floor(host.names.length / 2) + 1;
+    if (persisted !== null) {
+      this.term = persisted.term;
+      this.votedFor = persisted.votedFor;
+      this.log = persisted.log;
+      this.commit = Math.min(persisted.commit, persisted.log.length - 1);
+    } else {
+      this.term = 0;
+      this.votedFor = null;
+      this.log = [{ term: 0, view: initial }];
+      this.commit = 0;
+    }
+    this.electionAt = this.randomElectionTimeout();
+  }
+
+  // ------------------------------------------------------------------ queries
+
+  get committedView(): View {
+    return this.log[this.commit]!.view;
+  }
+
+  get latestView(): View {
+    return this.log[this.log.length - 1]!.view;
+  }
+
+  get isLeader(): boolean {
+    return this.role === 'leader';
+  }
+
+  get leaderName(): string | null {
+    return this.leader;
+  }
+
+  get currentTerm(): number {
+    return this.term;
+  }
+
+  /** Whether this node holds a read lease on view epoch `e` at time `now`. */
+  hasLease(e: number, now: number): boolean {
+    return this.leaseEpoch === e && now < this.leaseUntil;
+  }
+
+  leaseRemainingMs(now: number): number {
+    return Math.max(0, this.leaseUntil - now);
+  }
+
+  // ------------------------------------------------------------------ inputs
+
+  start(now: number): void {
+    this.now = now;
+    this.electionAt = now + this.randomElectionTimeout();
+  }
+
+  tick(now: number): void {
+    this.now = now;
+    if (this.role === 'leader') {
+      if (now >= this.heartbeatAt) this.broadcastAppend();
+      this.master();
+    } else if (now >= this.electionAt) {
+      this.campaign();
+    }
+    if (now >= this.leaseAskAt) this.askLease();
+  }
+
+  /** The runtime saw a connection to `node` refused: its process is gone. */
+  refused(node: string, now: number): void {
+    this.now = now;
+    this.deadAt.set(node, now);
+    const p = this.promises.get(node);
+    if (p !== undefined) this.promises.delete(node);
+  }
+
+  onMessage(from: string, msg: MembershipMsg, now: number): void {
+    this.now = now;
+    if (this.role === 'leader') this.lastHeard.set(from, now);
+    switch (msg.t) {
+      case 'rv':
+        return this.onRequestVote(from, msg);
+      case 'rvr':
+        return this.onVote(from, msg);
+      case 'ae':
+        return this.onAppend(from, msg);
+      case 'aer':
+        return this.onAppendReply(from, msg);
+      case 'lq':
+        return this.onLeaseRequest(from, msg);
+      case 'lg':
+        return this.onLeaseGrant(from, msg);
+      case 'join':
+        this.deadAt.delete(from);
+        if (this.promises.get(from)?.inc !== msg.inc) this.promises.delete(from);
+        if (this.role === 'leader') this.joinRequests.set(from, msg.inc);
+        return;
+      case 'caught':
+        if (this.role === 'leader' && msg.e === this.committedView.epoch) this.caughtUp.set(from, msg.e);
+        return;
+    }
+  }
+
+  /** Asks the leader to take this node back (after a restart, or after finding itself removed). */
+  requestJoin(): void {
+    const to = this.leader;
+    const msg: MembershipMsg = { t: 'join', inc: this.incarnation };
+    if (to === null) {
+      for (const n of this.host.names) if (n !== this.host.self) this.host.send(n, msg, false);
+    } else this.host.send(to, msg, false);
+  }
+
+  reportCaughtUp(e: number): void {
+    const msg: MembershipMsg = { t: 'caught', e, inc: this.incarnation };
+    if (this.leader === null) {
+      for (const n of this.host.names) if (n !== this.host.self) this.host.send(n, msg, false);
+    } else this.host.send(this.leader, msg, false);
+  }
+
+  // ------------------------------------------------------------------ raft
+
+  private randomElectionTimeout(): number {
+    const { electionMinMs: lo, electionMaxMs: hi } = this.timing;
+    return lo + this.host.random() * (hi - lo);
+  }
+
+  private lastIndex(): number {
+    return this.log.length - 1;
+  }
+
+  private persist(): void {
+    this.host.persist({ term: this.term, votedFor: this.votedFor, log: this.log, commit: this.commit });
+  }
+
+  private becomeFollower(term: number, leader: string | null): void {
+    const changed = term !== this.term || this.votedFor !== null;
+    if (term > this.term) {
+      this.term = term;
+      this.votedFor = null;
+    }
+    this.role = 'follower';
+    this.leader = leader;
+    this.electionAt = this.now + this.randomElectionTimeout();
+    if (changed) this.persist();
+  }
+
+  private campaign(): void {
+    this.term++;
+    this.role = 'candidate';
+    this.leader = null;
+    this.votedFor = this.host.self;
+    this.votes = new Set();
+    this.electionAt = this.now + this.randomElectionTimeout();
+    this.persist();
+    const last = this.lastIndex();
+    const msg: MembershipMsg = { t: 'rv', term: this.term, last, lastTerm: this.log[last]!.term };
+    // Our own vote counts once it is durable, like everyone else's.
+    this.host.send(this.host.self, { t: 'rvr', term: this.term, granted: true }, true);
+    for (const n of this.host.names) if (n !== this.host.self) this.host.send(n, msg, false);
+  }
+
+  private onRequestVote(from: string, msg: Extract<MembershipMsg, { t: 'rv' }>): void {
+    if (msg.term > this.term) this.becomeFollower(msg.term, null);
+    const last = this.lastIndex();
+    const upToDate = msg.lastTerm > this.log[last]!.term || (msg.lastTerm === this.log[last]!.term && msg.last >= last);
+    const granted = msg.term === this.term && upToDate && (this.votedFor === null || this.votedFor === from);
+    if (granted && this.votedFor !== from) {
+      this.votedFor = from;
+      this.electionAt = this.now + this.randomElectionTimeout();
+      this.persist();
+    }
+    this.host.send(from, { t: 'rvr', term: this.term, granted }, true);
+  }
+
+  private onVote(from: string, msg: Extract<MembershipMsg, { t: 'rvr' }>): void {
+    if (msg.term > this.term) return this.becomeFollower(msg.term, null);
+    if (this.role !== 'candidate' || msg.term !== this.term || !msg.granted) return;
+    this.votes.add(from);
+    if (this.votes.size >= this.majority) this.becomeLeader();
+  }
+
+  private becomeLeader(): void {
+    this.role = 'leader';
+    this.leader = this.host.self;
+    this.leaderSince = this.now;
+    this.nextIndex = new Map(this.host.names.map((n) => [n, this.lastIndex() + 1]));
+    this.matchIndex = new Map(this.host.names.map((n) => [n, 0]));
+    this.lastHeard = new Map(this.host.names.map((n) => [n, this.now]));
+    this.joinRequests.clear();
+    this.caughtUp.clear();
+    // Commit an entry of our own term (Raft's rule), carrying the latest view unchanged.
+    this.append(this.latestView);
+  }
+
+  private append(view: View): void {
+    this.log.push({ term: this.term, view });
+    this.persist();
+    this.matchIndex.set(this.host.self, this.lastIndex());
+    this.broadcastAppend();
+  }
+
+  private broadcastAppend(): void {
+    this.heartbeatAt = this.now + this.timing.heartbeatMs;
+    for (const n of this.host.names) if (n !== this.host.self) this.sendAppend(n);
+  }
+
+  private sendAppend(to: string): void {
+    const next = this.nextIndex.get(to) ?? this.lastIndex() + 1;
+    const prev = Math.max(0, next - 1);
+    const entries = this.log.slice(prev + 1, prev + 1 + 64);
+    // Entries go out only once durable here (a leader counts itself in the majority).
+    this.host.send(to, { t: 'ae', term: this.term, prev, prevTerm: this.log[prev]!.term, entries, commit: this.commit }, entries.length > 0);
+  }
+
+  private onAppend(from: string, msg: Extract<MembershipMsg, { t: 'ae' }>): void {
+    if (msg.term < this.term) {
+      this.host.send(from, { t: 'aer', term: this.term, ok: false, match: 0 }, false);
+      return;
+    }
+    if (msg.term > this.term || this.role !== 'follower' || this.leader !== from) this.becomeFollower(msg.term, from);
+    this.electionAt = this.now + this.randomElectionTimeout();
+    if (msg.prev > this.lastIndex() || this.log[msg.prev]!.term !== msg.prevTerm) {
+      this.host.send(from, { t: 'aer', term: this.term, ok: false, match: Math.min(this.lastIndex(), msg.prev - 1) }, false);
+      return;
+    }
+    // Find the first entry that is new or conflicting.
+    let i = 0;
+    while (i < msg.entries.length) {
+      const idx = msg.prev + 1 + i;
+      if (idx > this.lastIndex() || this.log[idx]!.term !== msg.entries[i]!.term) break;
+      i++;
+    }
+    const fresh = msg.entries.slice(i);
+    if (fresh.length > 0) {
+      const base = msg.prev + 1 + i;
+      // Lease promises: never append a view that takes a node we promised out of 'up'.
+      let before = this.log[base - 1]!.view;
+      for (const e of fresh) {
+        if (this.blockedByPromise(before, e.view)) {
+          this.host.send(from, { t: 'aer', term: this.term, ok: false, match: base - 1, blocked: true }, false);
+          return;
+        }
+        before = e.view;
+      }
+      if (base <= this.commit) throw new Error(`raft: leader ${from} overwrites committed index ${base}`);
+      this.log.length = base;
+      for (const e of fresh) this.log.push(e);
+    }
+    const match = msg.prev + msg.entries.length;
+    const newCommit = Math.min(msg.commit, match);
+    const changed = newCommit > this.commit;
+    if (changed) this.commit = newCommit;
+    if (fresh.length > 0 || changed) this.persist();
+    this.host.send(from, { t: 'aer', term: this.term, ok: true, match }, fresh.length > 0);
+    if (changed) this.host.onCommittedView(this.committedView);
+  }
+
+  private onAppendReply(from: string, msg: Extract<MembershipMsg, { t: 'aer' }>): void {
+    if (msg.term > this.term) return this.becomeFollower(msg.term, null);
+    if (this.role !== 'leader' || msg.term !== this.term) return;
+    if (msg.ok) {
+      if (msg.match > (this.matchIndex.get(from) ?? 0)) this.matchIndex.set(from, msg.match);
+      this.nextIndex.set(from, msg.match + 1);
+      this.advanceCommit();
+      if ((this.nextIndex.get(from) ?? 0) <= this.lastIndex()) this.sendAppend(from);
+    } else if (!msg.blocked) {
+      this.nextIndex.set(from, Math.max(1, Math.min(msg.match + 1, (this.nextIndex.get(from) ?? 1) - 1)));
+      this.sendAppend(from);
+    }
+    // blocked: the follower waits for a lease promise to run out; the next heartbeat retries.
+  }
+
+  private advanceCommit(): void {
+    for (let n = this.lastIndex(); n > this.commit; n--) {
+      if (this.log[n]!.term !== this.term) break;
+      let count = 0;
+      for (const name of this.host.names) if ((this.matchIndex.get(name) ?? 0) >= n) count++;
+      if (count >= this.majority) {
+        this.commit = n;
+        this.persist();
+        this.host.onCommittedView(this.committedView);
+        this.broadcastAppend();
+        return;
+      }
+    }
+  }
+
+  /** True if `next` takes a node out of 'up' that we promised a lease to (still running, node not proven dead). */
+  private blockedByPromise(prev: View, next: View): boolean {
+    for (const [node, p] of this.promises) {
+      if (prev.states[node] === 'up' && next.states[node] !== 'up' && this.now < p.until) return true;
+    }
+    return false;
+  }
+
+  // ------------------------------------------------------------------ master
+
+  private master(): void {
+    // One change at a time: wait until everything we appended is committed.
+    if (this.commit < this.lastIndex()) return;
+    const view = this.committedView;
+    const next = (node: string, state: NodeState): View => ({ epoch: view.epoch + 1, states: { ...view.states, [node]: state } });
+    for (const node of this.host.names) {
+      const state = view.states[node];
+      const heard = this.lastHeard.get(node) ?? this.leaderSince;
+      const dead = (this.deadAt.get(node) ?? -Infinity) > heard - 1 && node !== this.host.self;
+      const silent = node !== this.host.self && this.now - heard > this.timing.detectMs;
+      if ((state === 'up' || state === 'joining') && (dead || silent)) {
+        // Our own promise must have run out first (followers check theirs when appending).
+        if (this.blockedByPromise(view, next(node, 'down'))) continue;
+        this.joinRequests.delete(node);
+        return this.append(next(node, 'down'));
+      }
+    }
+    for (const [node, inc] of this.joinRequests) {
+      this.joinRequests.delete(node);
+      if (view.states[node] === 'down' && inc !== '') return this.append(next(node, 'joining'));
+    }
+    for (const [node, e] of this.caughtUp) {
+      this.caughtUp.delete(node);
+      if (view.states[node] === 'joining' && e === view.epoch) return this.append(next(node, 'up'));
+    }
+  }
+
+  // ------------------------------------------------------------------ leases
+
+  private askLease(): void {
+    this.leaseAskAt = this.now + this.timing.leaseRenewMs;
+    const view = this.committedView;
+    if (view.states[this.host.self] !== 'up') return;
+    const r = ++this.leaseRound;
+    this.rounds.set(r, { e: view.epoch, t0: this.now, grants: new Set() });
+    this.rounds.delete(r - 8);
+    for (const n of this.host.names) {
+      const msg: MembershipMsg = { t: 'lq', e: view.epoch, r, inc: this.incarnation };
+      if (n === this.host.self) this.onLeaseRequest(n, msg);
+      else this.host.send(n, msg, false);
+    }
+  }
+
+  private onLeaseRequest(from: string, msg: Extract<MembershipMsg, { t: 'lq' }>): void {
+    const latest = this.latestView;
+    // Grant only on the view we would also decide next: no newer view in our log, asker up.
+    if (latest.epoch !== msg.e || this.committedView.epoch !== msg.e || latest.states[from] !== 'up') return;
+    const prev = this.promises.get(from);
+    const until = this.now + this.timing.leaseGrantMs;
+    this.promises.set(from, { until: Math.max(until, prev?.inc === msg.inc ? prev.until : 0), inc: msg.inc });
+    if (from === this.host.self) this.onLeaseGrant(from, { t: 'lg', e: msg.e, r: msg.r });
+    else this.host.send(from, { t: 'lg', e: msg.e, r: msg.r }, false);
+  }
+
+  private onLeaseGrant(from: string, msg: Extract<MembershipMsg, { t: 'lg' }>): void {
+    const round = this.rounds.get(msg.r);
+    if (round === undefined || round.e !== msg.e) return;
+    round.grants.add(from);
+    if (round.grants.size >= this.majority) {
+      const until = round.t0 + leaseHoldMs(this.timing);
+      if (this.leaseEpoch !== round.e) {
+        this.leaseEpoch = round.e;
+        this.leaseUntil = until;
+      } else if (until > this.leaseUntil) this.leaseUntil = until;
+    }
+  }
+
+  /** Ask for a lease on the current view at the next tick (after a view change). */
+  renewLeaseNow(): void {
+    this.leaseAskAt = -Infinity;
+  }
+
+  /** Forget any lease held (on a view change or reset). */
+  dropLease(): void {
+    this.leaseEpoch = -1;
+    this.leaseUntil = -Infinity;
+    this.leaseAskAt = -Infinity;
+  }
+
+  /** Status for /cluster. */
+  status(now: number): { role: Role; term: number; leader: string | null; commitIndex: number; logLength: number; leaseMs: number } {
+    return { role: this.role, term: this.term, leader: this.leader, commitIndex: this.commit, logLength: this.log.length, leaseMs: Math.round(this.leaseRemainingMs(now)) };
+  }
+}
