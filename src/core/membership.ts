@@ -373,6 +373,11 @@ export class Membership {
       if (base <= this.commit) throw new Error(`raft: leader ${from} overwrites committed index ${base}`);
       this.log.length = base;
       for (const e of fresh) this.log.push(e);
+      if (this.latestView.states[this.host.self] !== 'up') {
+        // A view that takes us out is in our log: we stop serving reads at once.
+        this.dropLease();
+        this.promises.delete(this.host.self);
+      }
     }
     const match = msg.prev + msg.entries.length;
     const newCommit = Math.min(msg.commit, match);
@@ -416,6 +421,8 @@ export class Membership {
   /** True if `next` takes a node out of 'up' that we promised a lease to (still running, node not proven dead). */
   private blockedByPromise(prev: View, next: View): boolean {
     for (const [node, p] of this.promises) {
+      // Our promise to ourselves protects our own reads: we drop our lease instead (below).
+      if (node === this.host.self) continue;
       if (prev.states[node] === 'up' && next.states[node] !== 'up' && this.now < p.until) return true;
     }
     return false;

@@ -1,24 +1,29 @@
 import { ErrorCodes } from './errors.ts';
 import type { ErrorCode } from './errors.ts';
-import type { PeerMsg, Result } from './messages.ts';
+import { defaultMembershipTiming, Membership } from './membership.ts';
+import type { MembershipState, MembershipTiming } from './membership.ts';
+import type { DataMsg, PeerMsg, Result } from './messages.ts';
+import { isMembershipMsg } from './messages.ts';
 import type { Ring } from './ring.ts';
 import type { Entry, EntryKind, LocalKeyValue, Store } from './store.ts';
-import { servingChain } from './view.ts';
+import { initialView, servingChain } from './view.ts';
 import type { View } from './view.ts';
 
 /**
  * The protocol core of one node: a deterministic state machine. The runtime (or the
- * simulator) feeds it inputs with the current monotonic time and carries out the outputs
- * it returns. It never touches sockets, clocks or timers; storage is reached through the
+ * simulator) feeds it inputs with the node's monotonic time and carries out the outputs it
+ * returns. It never touches sockets, clocks or timers; storage is reached through the
  * synchronous `Store` interface, whose durability the runtime guarantees before releasing
  * any output marked `durable`.
  *
- * One node plays two roles:
+ * One node plays three roles:
  *  - coordinator: takes a client request, sends it in one hop to the chain member that must
  *    handle it (head for writes, a clean member or the tail for reads, the tail for scans),
  *    retries until the deadline, and answers the client;
  *  - replica: a member of the chains of the partitions it belongs to (chain replication with
- *    CRAQ reads).
+ *    CRAQ reads), which levels itself with its chain at every view change;
+ *  - configuration member: one vote in the Raft group that decides views, a lease granter,
+ *    and, when leader, the master that marks nodes down, joining and up (membership.ts).
  */
 
 export type ClientRequest =
@@ -39,61 +44,94 @@ export type ClientResult =
 export type Input =
   | { type: 'message'; from: string; msg: PeerMsg }
   | { type: 'client'; token: number; req: ClientRequest }
-  | { type: 'tick' };
+  | { type: 'tick' }
+  /** A connection to this node was refused: its process is not running. */
+  | { type: 'refused'; node: string };
 
 /** `durable`: release only after every store write made before it is on disk. */
 export type Output =
   | { type: 'send'; to: string; msg: PeerMsg; durable: boolean }
-  | { type: 'reply'; token: number; result: ClientResult; durable: boolean };
+  | { type: 'reply'; token: number; result: ClientResult; durable: boolean }
+  | { type: 'log'; level: 'info' | 'warn'; msg: string; data?: Record<string, unknown> };
 
-export interface ReplicaTiming {
+export interface ReplicaTiming extends MembershipTiming {
   /** A client request fails with KV_ERR_TIMEOUT after this long. */
   requestTimeoutMs: number;
   /** The coordinator re-sends an unanswered request this often (same request id: applied once). */
   retryMs: number;
   /** A member re-sends unacknowledged entries to its successor after this long without progress. */
   retransmitMs: number;
+  /** Entries per catch-up page. */
+  catchupPage: number;
 }
 
-export const defaultTiming: ReplicaTiming = { requestTimeoutMs: 5000, retryMs: 300, retransmitMs: 200 };
+export const defaultTiming: ReplicaTiming = {
+  ...defaultMembershipTiming,
+  requestTimeoutMs: 5000,
+  retryMs: 300,
+  retransmitMs: 200,
+  catchupPage: 5000,
+};
 
 export interface ReplicaConfig {
   self: string;
   ring: Ring;
-  view: View;
   store: Store;
-  /** Distinguishes this process incarnation in request ids (the runtime passes a random value; the simulator a seeded one). */
+  /** Distinguishes this process incarnation (request ids, lease promises). */
   incarnation: string;
+  /** Seed of this node's own random generator (election timeouts). */
+  seed: number;
   timing?: Partial<ReplicaTiming>;
-  /** How many recent request ids a head remembers for idempotent retries. */
+  /** How many recent request ids a node remembers for idempotent retries. */
   dedupWindow?: number;
 }
+
+/**
+ * Log rows of superseded versions are kept for this many seqs per partition: they carry the
+ * request ids a restarted node needs to recognise retries of writes it committed before.
+ */
+const KEEP_LOG_SEQS = 200_000;
 
 interface Waiter {
   id: string;
   origin: string;
 }
 
+/**
+ * Per partition of this node's canonical chains.
+ *  member:  in the serving chain of the current view;
+ *  catchup: this node is joining: copying the partition from the serving chain;
+ *  out:     this node is down in the current view (or waits to be let back in).
+ */
+type Mode = 'member' | 'catchup' | 'out';
+
 interface PartitionState {
   readonly p: number;
+  mode: Mode;
   /** Highest committed seq held here. */
   committed: number;
   /** Highest seq held here, pending included. */
   last: number;
-  /** Entries committed+1..last, in order (empty at the tail). */
+  /** Entries committed+1..last, in order. */
   pending: Entry[];
   /** Per key (latin1): how many pending entries touch it, and the latest. */
   dirty: Map<string, { count: number; latest: Entry }>;
   /** Seq of the latest pending clear, 0 if none. */
   pendingClearSeq: number;
-  /** Head only: request ids waiting for a seq to commit. */
+  /** Request ids waiting for a seq to commit (this node ordered them as head). */
   waiters: Map<number, Waiter[]>;
-  /** False after a restart until the history is level with the successor's (non-tails only). */
+  /** Member only: level with the chain of the current view (synced with successor / pulled by a new tail). */
   ready: boolean;
-  /** Last time the successor made progress (ack) or entries were (re)sent. */
+  /** Whether this node's history is known to contain its successor's (false after a restart or rejoin until synced). */
+  level: boolean;
+  /** Catch-up: the serving chain's committed seq was reached. */
+  caught: boolean;
   progressAt: number;
   syncSentAt: number;
   nackSentAt: number;
+  /** For progress output during catch-up. */
+  catchupTarget: number;
+  prunedAt: number;
 }
 
 interface Outstanding {
@@ -114,6 +152,10 @@ interface RecentWrite {
 
 const keyStr = (key: Buffer): string => key.toString('latin1');
 
+function sameChain(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
 export class Replica {
   readonly self: string;
   readonly ring: Ring;
@@ -122,6 +164,8 @@ export class Replica {
   private readonly timing: ReplicaTiming;
   private readonly incarnation: string;
   private readonly dedupWindow: number;
+  private readonly membership: Membership;
+  private rngState: number;
 
   private readonly parts = new Map<number, PartitionState>();
   private readonly outstanding = new Map<string, Outstanding>();
@@ -129,37 +173,79 @@ export class Replica {
   private nextRequest = 1;
   private now = 0;
   private out: Output[] = [];
-  private readonly loopback: PeerMsg[] = [];
+  private readonly loopback: { msg: DataMsg; durable: boolean }[] = [];
   /** True while a loopback message released under a durability barrier is handled. */
   private inheritDurable = false;
+  private joinAskedAt = -Infinity;
+  private caughtReportedAt = -Infinity;
+  private started = false;
 
   constructor(cfg: ReplicaConfig) {
     this.self = cfg.self;
     this.ring = cfg.ring;
-    this.view = cfg.view;
     this.store = cfg.store;
     this.timing = { ...defaultTiming, ...cfg.timing };
     this.incarnation = cfg.incarnation;
     this.dedupWindow = cfg.dedupWindow ?? 200_000;
+    this.rngState = cfg.seed >>> 0 || 1;
     if (!cfg.ring.has(cfg.self)) throw new RangeError(`node ${cfg.self} is not in the ring`);
+    this.membership = new Membership(
+      {
+        self: this.self,
+        names: this.ring.nodes.map((n) => n.name),
+        send: (to, msg, durable) => this.out.push({ type: 'send', to, msg, durable }),
+        persist: (state: MembershipState) => this.store.saveMembership(state),
+        random: () => this.random(),
+        onCommittedView: (view) => this.applyView(view),
+      },
+      initialView(this.ring),
+      this.store.loadMembership(),
+      this.timing,
+      this.incarnation,
+    );
+    this.view = this.membership.committedView;
+    const selfUp = this.view.states[this.self] === 'up';
     for (const p of this.ring.partitionsOf(this.self)) {
       const committed = this.store.committedSeq(p);
+      const chain = servingChain(this.ring, this.view, p);
+      const isTail = chain[chain.length - 1] === this.self;
       this.parts.set(p, {
         p,
+        mode: selfUp ? 'member' : this.view.states[this.self] === 'joining' ? 'catchup' : 'out',
         committed,
         last: committed,
         pending: [],
         dirty: new Map(),
         pendingClearSeq: 0,
         waiters: new Map(),
-        // A restarted member lost its pending entries; until it has re-read its successor's
-        // history it must neither order writes (as head) nor forward (it could reuse seqs).
-        ready: this.successorOf(p) === undefined,
+        // After a (re)start pending entries are gone: a tail's committed state is all it
+        // needs; any other member first re-reads its successor's history.
+        ready: selfUp && isTail,
+        level: isTail,
+        caught: false,
         progressAt: 0,
         syncSentAt: -Infinity,
         nackSentAt: -Infinity,
+        catchupTarget: 0,
+        prunedAt: committed,
       });
+      // Request ids of recent writes, from the log: a retry of a write committed before a
+      // restart is recognised, not applied a second time.
+      for (const { id, seq } of this.store.recentRequests(p, Math.max(0, committed - KEEP_LOG_SEQS))) {
+        this.recent.set(id, { p, seq, existed: true });
+      }
     }
+    while (this.recent.size > this.dedupWindow) this.recent.delete(this.recent.keys().next().value!);
+  }
+
+  private random(): number {
+    // xorshift32: the core's own deterministic generator.
+    let x = this.rngState;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.rngState = x >>> 0;
+    return this.rngState / 4294967296;
   }
 
   get currentView(): View {
@@ -170,15 +256,25 @@ export class Replica {
   step(now: number, input: Input): Output[] {
     if (now > this.now) this.now = now;
     this.out = [];
+    if (!this.started) {
+      this.started = true;
+      this.membership.start(this.now);
+      this.log('info', `starting in view ${this.view.epoch} as ${this.view.states[this.self]}`, { epoch: this.view.epoch });
+    }
     switch (input.type) {
       case 'message':
-        this.onMessage(input.from, input.msg);
+        if (isMembershipMsg(input.msg)) this.membership.onMessage(input.from, input.msg, this.now);
+        else this.onMessage(input.from, input.msg);
         break;
       case 'client':
         this.onClient(input.token, input.req);
         break;
       case 'tick':
+        this.membership.tick(this.now);
         this.onTick();
+        break;
+      case 'refused':
+        this.membership.refused(input.node, this.now);
         break;
     }
     this.drainLoopback();
@@ -188,18 +284,86 @@ export class Replica {
   }
 
   /** Partition state summary, for status pages and tests. */
-  partitions(): { partition: number; committed: number; last: number; pending: number; ready: boolean }[] {
+  partitions(): { partition: number; mode: Mode; committed: number; last: number; pending: number; ready: boolean; catchupTarget?: number }[] {
     return [...this.parts.values()].map((s) => ({
       partition: s.p,
+      mode: s.mode,
       committed: s.committed,
       last: s.last,
       pending: s.pending.length,
       ready: s.ready,
+      ...(s.mode === 'catchup' ? { catchupTarget: s.catchupTarget } : {}),
     }));
   }
 
   outstandingCount(): number {
     return this.outstanding.size;
+  }
+
+  membershipStatus(): ReturnType<Membership['status']> {
+    return this.membership.status(this.now);
+  }
+
+  hasLease(): boolean {
+    return this.membership.hasLease(this.view.epoch, this.now);
+  }
+
+  // ---------------------------------------------------------------- views
+
+  private applyView(view: View): void {
+    const old = this.view;
+    if (view.epoch === old.epoch) return;
+    this.view = view;
+    this.membership.renewLeaseNow();
+    const selfState = view.states[this.self];
+    const wasUp = old.states[this.self] === 'up';
+    const changes = this.ring.nodes.map((n) => n.name).filter((n) => old.states[n] !== view.states[n]);
+    this.log('info', `view ${view.epoch}: ${changes.map((n) => `${n} ${old.states[n]}->${view.states[n]}`).join(', ') || 'no state change'}`, {
+      epoch: view.epoch,
+      states: view.states,
+    });
+    for (const s of this.parts.values()) {
+      if (selfState !== 'up') {
+        if (s.mode === 'member' || (selfState === 'joining' && s.mode === 'out')) this.resetPartition(s);
+        s.mode = selfState === 'joining' ? 'catchup' : 'out';
+        s.caught = false;
+        continue;
+      }
+      const oldChain = servingChain(this.ring, old, s.p);
+      const newChain = servingChain(this.ring, view, s.p);
+      if (s.mode !== 'member') {
+        // Back in the chain after catching up: our history may lag the chain's.
+        s.mode = 'member';
+        s.level = false;
+      } else if (wasUp && sameChain(oldChain, newChain) && s.ready) {
+        continue; // this chain did not change
+      }
+      s.ready = false;
+      s.syncSentAt = -Infinity;
+      const isTail = newChain[newChain.length - 1] === this.self;
+      if (isTail && s.level) this.becomeReady(s);
+    }
+    // Outstanding requests may now have other targets: try again at once.
+    for (const o of this.outstanding.values()) o.nextTryAt = this.now;
+  }
+
+  private resetPartition(s: PartitionState): void {
+    // Left the chain: what was never committed here is forgotten (the chain keeps it or
+    // it was never acknowledged); waiting coordinators retry against the new head.
+    if (s.pending.length > 0) this.store.dropPending(s.p);
+    s.pending = [];
+    s.dirty.clear();
+    s.pendingClearSeq = 0;
+    s.last = s.committed;
+    s.waiters.clear();
+    s.ready = false;
+    s.level = false;
+  }
+
+  private becomeReady(s: PartitionState): void {
+    s.ready = true;
+    s.level = true;
+    s.progressAt = this.now;
   }
 
   // ---------------------------------------------------------------- coordinator
@@ -211,7 +375,7 @@ export class Replica {
       return;
     }
     const partition = 'key' in req ? this.ring.partitionOf(req.key) : req.partition;
-    if (partition < 0 || partition >= this.ring.size) {
+    if (!Number.isInteger(partition) || partition < 0 || partition >= this.ring.size) {
       this.reply(token, { ok: false, code: ErrorCodes.BAD_REQUEST, message: `no partition ${partition}` }, false);
       return;
     }
@@ -236,6 +400,7 @@ export class Replica {
     if (chain.length === 0) return; // nobody serves it now; retried until the deadline
     const e = this.view.epoch;
     const req = o.req;
+    const tail = chain[chain.length - 1]!;
     switch (req.op) {
       case 'put':
       case 'del':
@@ -247,21 +412,13 @@ export class Replica {
         return;
       }
       case 'get': {
-        // CRAQ: any member may answer a clean key; prefer this node, else the tail.
-        const target = chain.includes(this.self) ? this.self : chain[chain.length - 1]!;
-        this.send(target, { t: 'read', e, id: o.id, p: o.partition, key: req.key, origin: this.self });
+        // CRAQ: any member may answer a clean key; prefer this node when it holds a lease.
+        const local = chain.includes(this.self) && this.hasLease() && this.parts.get(o.partition)?.ready === true;
+        this.send(local ? this.self : tail, { t: 'read', e, id: o.id, p: o.partition, key: req.key, origin: this.self });
         return;
       }
       case 'scan':
-        this.send(chain[chain.length - 1]!, {
-          t: 'scan',
-          e,
-          id: o.id,
-          p: o.partition,
-          after: req.after,
-          limit: req.limit,
-          origin: this.self,
-        });
+        this.send(tail, { t: 'scan', e, id: o.id, p: o.partition, after: req.after, limit: req.limit, origin: this.self });
         return;
       case 'local':
         return; // answered synchronously in onClient
@@ -272,7 +429,7 @@ export class Replica {
     const o = this.outstanding.get(id);
     if (o === undefined) return; // already answered (a duplicate or late reply)
     if (!r.ok && r.retry) {
-      // Wrong node, stale view or not ready: try again soon, within the deadline.
+      // Wrong node, another view, not ready, no lease: try again soon, within the deadline.
       o.nextTryAt = Math.min(o.nextTryAt, this.now + Math.min(20, this.timing.retryMs));
       return;
     }
@@ -306,28 +463,72 @@ export class Replica {
         this.attempt(o);
       }
     }
-    for (const s of this.parts.values()) this.tickPartition(s);
+    const selfState = this.view.states[this.self];
+    if (selfState === 'down' && this.now - this.joinAskedAt >= 250) {
+      // We were taken out of the view (or restarted into a view that took us out): ask back in.
+      this.joinAskedAt = this.now;
+      this.membership.requestJoin();
+    }
+    let allCaught = selfState === 'joining';
+    for (const s of this.parts.values()) {
+      if (s.committed - s.prunedAt > KEEP_LOG_SEQS / 10) {
+        s.prunedAt = s.committed;
+        this.store.pruneLog(s.p, s.committed - KEEP_LOG_SEQS);
+      }
+      if (s.mode === 'member') this.tickMember(s);
+      else if (s.mode === 'catchup') {
+        this.tickCatchup(s);
+        allCaught &&= s.caught;
+      }
+    }
+    if (allCaught && this.now - this.caughtReportedAt >= 200) {
+      this.caughtReportedAt = this.now;
+      this.membership.reportCaughtUp(this.view.epoch);
+    }
   }
 
-  private tickPartition(s: PartitionState): void {
-    const succ = this.successorOf(s.p);
+  private tickMember(s: PartitionState): void {
+    const chain = servingChain(this.ring, this.view, s.p);
+    const i = chain.indexOf(this.self);
+    const succ = chain[i + 1];
+    const pred = i > 0 ? chain[i - 1] : undefined;
+    const e = this.view.epoch;
     if (!s.ready) {
-      // Retried often: at a cold start the chain becomes ready from the tail up, one hop per try.
-      if (succ !== undefined && this.now - s.syncSentAt >= Math.min(50, this.timing.retransmitMs)) {
-        s.syncSentAt = this.now;
-        this.send(succ, { t: 'sync', e: this.view.epoch, p: s.p, committed: s.committed });
+      if (this.now - s.syncSentAt < Math.min(50, this.timing.retransmitMs)) return;
+      s.syncSentAt = this.now;
+      if (succ !== undefined) this.send(succ, { t: 'sync', e, p: s.p, committed: s.committed });
+      else if (pred !== undefined) this.send(pred, { t: 'pull', e, p: s.p, committed: s.committed });
+      else this.becomeReady(s); // alone in the chain
+      return;
+    }
+    if (succ === undefined) {
+      // Tail: commits what it holds whenever it holds a lease on the view (CR7 after a change).
+      if (s.pending.length > 0 && this.hasLease()) {
+        while (s.pending.length > 0) this.commitEntry(s, s.pending.shift()!);
+        if (pred !== undefined) this.send(pred, { t: 'ack', e, p: s.p, seq: s.committed }, true);
+        this.releaseWaiters(s);
       }
       return;
     }
-    if (succ !== undefined && s.pending.length > 0 && this.now - s.progressAt >= this.timing.retransmitMs) {
+    if (s.pending.length > 0 && this.now - s.progressAt >= this.timing.retransmitMs) {
       s.progressAt = this.now;
-      this.send(succ, { t: 'fwd', e: this.view.epoch, p: s.p, entries: s.pending.slice() });
+      this.send(succ, { t: 'fwd', e, p: s.p, entries: s.pending.slice(0, 1000) });
     }
+  }
+
+  private tickCatchup(s: PartitionState): void {
+    if (s.caught) return;
+    if (this.now - s.syncSentAt < 150) return;
+    const chain = servingChain(this.ring, this.view, s.p);
+    const source = chain[chain.length - 1];
+    if (source === undefined) return;
+    s.syncSentAt = this.now;
+    this.send(source, { t: 'cu', e: this.view.epoch, p: s.p, after: s.committed, limit: this.timing.catchupPage });
   }
 
   // ---------------------------------------------------------------- replica
 
-  private onMessage(from: string, msg: PeerMsg): void {
+  private onMessage(from: string, msg: DataMsg): void {
     switch (msg.t) {
       case 'write':
         return this.onWrite(msg);
@@ -343,8 +544,14 @@ export class Replica {
         return this.onScan(msg);
       case 'sync':
         return this.onSync(from, msg);
+      case 'pull':
+        return this.onPull(from, msg);
       case 'syncr':
         return this.onSyncReply(from, msg);
+      case 'cu':
+        return this.onCatchupRequest(from, msg);
+      case 'cur':
+        return this.onCatchupReply(from, msg);
       case 'wres':
       case 'rres':
       case 'sres':
@@ -352,43 +559,50 @@ export class Replica {
     }
   }
 
-  private onWrite(msg: Extract<PeerMsg, { t: 'write' }>): void {
-    const s = this.parts.get(msg.p);
+  private member(p: number, e: number): PartitionState | undefined {
+    const s = this.parts.get(p);
+    if (s === undefined || s.mode !== 'member' || e !== this.view.epoch) return undefined;
+    return s;
+  }
+
+  private onWrite(msg: Extract<DataMsg, { t: 'write' }>): void {
+    const s = this.member(msg.p, msg.e);
     const chain = servingChain(this.ring, this.view, msg.p);
-    if (msg.e !== this.view.epoch || s === undefined || chain[0] !== this.self) {
+    if (s === undefined || chain[0] !== this.self) {
       return this.send(msg.origin, { t: 'wres', id: msg.id, r: { ok: false, retry: true, why: 'not head' } });
     }
     if (!s.ready) return this.send(msg.origin, { t: 'wres', id: msg.id, r: { ok: false, retry: true, why: 'syncing' } });
 
     const seen = this.recent.get(msg.id);
-    if (seen !== undefined) {
-      // A retry of a write this head already ordered: answer once it is committed, never apply twice.
-      if (seen.seq <= s.committed) {
-        this.send(msg.origin, { t: 'wres', id: msg.id, r: { ok: true, existed: seen.existed } }, true);
-      } else {
-        this.addWaiter(s, seen.seq, msg.id, msg.origin);
-      }
+    if (seen !== undefined && seen.p === s.p && seen.seq <= s.last) {
+      // A retry of a write this chain already ordered: answer once it is committed, never apply twice.
+      if (seen.seq <= s.committed) this.send(msg.origin, { t: 'wres', id: msg.id, r: { ok: true, existed: seen.existed } }, true);
+      else this.addWaiter(s, seen.seq, msg.id, msg.origin);
       return;
     }
 
-    const existed = msg.kind === 'put' ? this.latestExists(s, msg.key) : msg.kind === 'del' ? this.latestExists(s, msg.key) : true;
-    const entry: Entry = { seq: s.last + 1, epoch: this.view.epoch, kind: msg.kind, key: msg.key, value: msg.value, id: msg.id };
-    this.remember(msg.id, { p: s.p, seq: entry.seq, existed });
+    const existed = msg.kind === 'clear' ? true : this.latestExists(s, msg.key);
+    const entry: Entry = { seq: s.last + 1, epoch: this.view.epoch, kind: msg.kind, key: msg.key, value: msg.value, id: msg.id, existed };
     this.addWaiter(s, entry.seq, msg.id, msg.origin);
+    this.appendPending(s, entry);
     if (chain.length === 1) {
-      this.commitEntry(s, entry);
-      this.releaseWaiters(s);
+      if (this.hasLease()) {
+        s.pending.shift();
+        this.commitEntry(s, entry);
+        this.releaseWaiters(s);
+      }
     } else {
-      this.appendPending(s, entry);
       if (s.pending.length === 1) s.progressAt = this.now;
       this.send(chain[1]!, { t: 'fwd', e: this.view.epoch, p: s.p, entries: [entry] });
     }
   }
 
-  private onFwd(from: string, msg: Extract<PeerMsg, { t: 'fwd' }>): void {
-    const s = this.parts.get(msg.p);
-    if (msg.e !== this.view.epoch || s === undefined || this.predecessorOf(msg.p) !== from) return;
+  private onFwd(from: string, msg: Extract<DataMsg, { t: 'fwd' }>): void {
+    const s = this.member(msg.p, msg.e);
+    if (s === undefined || !s.ready || this.predecessorOf(msg.p) !== from) return;
     const succ = this.successorOf(msg.p);
+    const isTail = succ === undefined;
+    const canCommit = isTail && this.hasLease();
     const passOn: Entry[] = [];
     let duplicate = false;
     for (const entry of msg.entries) {
@@ -403,16 +617,17 @@ export class Replica {
         }
         break;
       }
-      if (succ === undefined) {
+      if (canCommit && s.pending.length === 0) {
         this.commitEntry(s, entry);
+        this.remember(s.p, entry);
       } else {
         this.appendPending(s, entry);
-        passOn.push(entry);
+        if (!isTail) passOn.push(entry);
       }
     }
-    if (succ === undefined) {
-      // Tail: committed on receipt; acknowledge once it is durable.
-      this.send(from, { t: 'ack', e: this.view.epoch, p: s.p, seq: s.committed }, true);
+    if (isTail) {
+      // Committed on receipt (with a lease); acknowledged once durable.
+      if (canCommit || duplicate) this.send(from, { t: 'ack', e: this.view.epoch, p: s.p, seq: s.committed }, true);
     } else if (passOn.length > 0) {
       if (s.pending.length === passOn.length) s.progressAt = this.now;
       this.send(succ, { t: 'fwd', e: this.view.epoch, p: s.p, entries: passOn });
@@ -422,49 +637,48 @@ export class Replica {
     }
   }
 
-  private onAck(from: string, msg: Extract<PeerMsg, { t: 'ack' }>): void {
-    const s = this.parts.get(msg.p);
-    if (msg.e !== this.view.epoch || s === undefined || this.successorOf(msg.p) !== from) return;
+  private onAck(from: string, msg: Extract<DataMsg, { t: 'ack' }>): void {
+    const s = this.member(msg.p, msg.e);
+    if (s === undefined || this.successorOf(msg.p) !== from) return;
     const upTo = Math.min(msg.seq, s.last);
     if (upTo <= s.committed) return;
-    while (s.pending.length > 0 && s.pending[0]!.seq <= upTo) {
-      const entry = s.pending.shift()!;
-      this.commitEntry(s, entry);
-    }
+    while (s.pending.length > 0 && s.pending[0]!.seq <= upTo) this.commitEntry(s, s.pending.shift()!);
     s.progressAt = this.now;
     const pred = this.predecessorOf(s.p);
     if (pred !== undefined) this.send(pred, { t: 'ack', e: this.view.epoch, p: s.p, seq: s.committed }, true);
     this.releaseWaiters(s);
   }
 
-  private onNack(from: string, msg: Extract<PeerMsg, { t: 'nack' }>): void {
-    const s = this.parts.get(msg.p);
-    if (msg.e !== this.view.epoch || s === undefined || this.successorOf(msg.p) !== from) return;
-    const entries: Entry[] = [];
-    if (msg.from <= s.committed) entries.push(...this.store.changesAfter(s.p, msg.from - 1, 10_000));
-    for (const e of s.pending) if (e.seq >= msg.from) entries.push(e);
+  private onNack(from: string, msg: Extract<DataMsg, { t: 'nack' }>): void {
+    const s = this.member(msg.p, msg.e);
+    if (s === undefined || this.successorOf(msg.p) !== from) return;
+    const entries = s.pending.filter((e) => e.seq >= msg.from).slice(0, 1000);
     if (entries.length > 0) this.send(from, { t: 'fwd', e: this.view.epoch, p: s.p, entries });
   }
 
-  private onRead(msg: Extract<PeerMsg, { t: 'read' }>): void {
-    const s = this.parts.get(msg.p);
+  private onRead(msg: Extract<DataMsg, { t: 'read' }>): void {
+    const s = this.member(msg.p, msg.e);
     const chain = servingChain(this.ring, this.view, msg.p);
-    if (msg.e !== this.view.epoch || s === undefined || !chain.includes(this.self) || !s.ready) {
-      return this.send(msg.origin, { t: 'rres', id: msg.id, r: { ok: false, retry: true, why: 'not a serving member' } });
+    if (s === undefined || !s.ready || !this.hasLease()) {
+      return this.send(msg.origin, { t: 'rres', id: msg.id, r: { ok: false, retry: true, why: 'not serving' } });
     }
     const tail = chain[chain.length - 1]!;
     if (tail !== this.self && (s.pendingClearSeq > 0 || s.dirty.has(keyStr(msg.key)))) {
       // CRAQ: our copy has an uncommitted write; only the tail knows which version is committed.
       return this.send(tail, msg);
     }
+    if (tail === this.self && s.pending.length > 0 && (s.pendingClearSeq > 0 || s.dirty.has(keyStr(msg.key)))) {
+      // A tail that holds entries it has not committed yet (no lease when they came): not now.
+      return this.send(msg.origin, { t: 'rres', id: msg.id, r: { ok: false, retry: true, why: 'tail committing' } });
+    }
     const value = this.store.get(s.p, msg.key);
     this.send(msg.origin, { t: 'rres', id: msg.id, r: { ok: true, value } }, this.store.volatile(s.p, msg.key));
   }
 
-  private onScan(msg: Extract<PeerMsg, { t: 'scan' }>): void {
-    const s = this.parts.get(msg.p);
+  private onScan(msg: Extract<DataMsg, { t: 'scan' }>): void {
+    const s = this.member(msg.p, msg.e);
     const chain = servingChain(this.ring, this.view, msg.p);
-    if (msg.e !== this.view.epoch || s === undefined || chain[chain.length - 1] !== this.self) {
+    if (s === undefined || !s.ready || chain[chain.length - 1] !== this.self || !this.hasLease() || s.pending.length > 0) {
       return this.send(msg.origin, { t: 'sres', id: msg.id, r: { ok: false, retry: true, why: 'not tail' } });
     }
     const page = this.store.scan(s.p, msg.after, msg.limit);
@@ -473,41 +687,89 @@ export class Replica {
     this.send(msg.origin, { t: 'sres', id: msg.id, r: { ok: true, items, done: page.length < msg.limit } }, durable);
   }
 
-  private onSync(from: string, msg: Extract<PeerMsg, { t: 'sync' }>): void {
-    const s = this.parts.get(msg.p);
-    // Answer only once level ourselves: our history must include all the tail has.
-    if (msg.e !== this.view.epoch || s === undefined || !s.ready || this.predecessorOf(msg.p) !== from) return;
-    const entries = this.store.changesAfter(s.p, msg.committed, Number.MAX_SAFE_INTEGER);
-    for (const e of s.pending) if (e.seq > msg.committed) entries.push(e);
-    this.send(from, { t: 'syncr', e: this.view.epoch, p: s.p, committed: s.committed, entries }, true);
+  /** Predecessor asks for our history after its committed seq (answered once we are level). */
+  private onSync(from: string, msg: Extract<DataMsg, { t: 'sync' }>): void {
+    const s = this.member(msg.p, msg.e);
+    if (s === undefined || !s.ready || this.predecessorOf(msg.p) !== from) return;
+    this.send(from, { t: 'syncr', e: this.view.epoch, p: s.p, committed: s.committed, entries: this.historyAfter(s, msg.committed) }, true);
   }
 
-  private onSyncReply(from: string, msg: Extract<PeerMsg, { t: 'syncr' }>): void {
-    const s = this.parts.get(msg.p);
-    if (msg.e !== this.view.epoch || s === undefined || s.ready || this.successorOf(msg.p) !== from) return;
-    // Everything the successor holds becomes ours: its committed changes (compacted: superseded
-    // versions are skipped, so seqs may jump) and then its pending entries, contiguous.
+  /** A new tail that rejoined asks its predecessor (which holds the whole history) for it. */
+  private onPull(from: string, msg: Extract<DataMsg, { t: 'pull' }>): void {
+    const s = this.member(msg.p, msg.e);
+    if (s === undefined || !s.level || this.successorOf(msg.p) !== from) return;
+    this.send(from, { t: 'syncr', e: this.view.epoch, p: s.p, committed: s.committed, entries: this.historyAfter(s, msg.committed) }, true);
+  }
+
+  private historyAfter(s: PartitionState, after: number): Entry[] {
+    const entries = after < s.committed ? this.store.changesAfter(s.p, after, Number.MAX_SAFE_INTEGER) : [];
+    for (const e of s.pending) if (e.seq > after) entries.push(e);
+    return entries;
+  }
+
+  private onSyncReply(from: string, msg: Extract<DataMsg, { t: 'syncr' }>): void {
+    const s = this.member(msg.p, msg.e);
+    if (s === undefined || s.ready) return;
+    const pulled = this.predecessorOf(msg.p) === from && this.successorOf(msg.p) === undefined;
+    if (!pulled && this.successorOf(msg.p) !== from) return;
+    // 1. What we hold and the source committed is committed.
+    const upTo = Math.min(msg.committed, s.last);
+    while (s.pending.length > 0 && s.pending[0]!.seq <= upTo) this.commitEntry(s, s.pending.shift()!);
+    // 2. What the source holds beyond our history becomes ours: its committed changes
+    //    (compacted: superseded versions are skipped, so seqs may jump), then its pending
+    //    entries, contiguous.
     for (const entry of msg.entries) {
-      if (entry.seq <= s.committed) continue;
+      if (entry.seq <= s.last) continue;
       if (entry.seq <= msg.committed) {
         this.store.commit(s.p, entry);
-      } else {
-        if (s.committed < msg.committed) {
-          this.store.setCommittedSeq(s.p, msg.committed);
-          s.committed = s.last = msg.committed;
-        }
-        this.assert(entry.seq === s.last + 1, `sync of partition ${s.p} from ${from} has a gap at ${entry.seq}`);
-        this.appendPending(s, entry);
+        this.remember(s.p, entry);
+        continue;
       }
-      this.remember(entry.id, { p: s.p, seq: entry.seq, existed: true });
+      if (s.committed < msg.committed && s.last < msg.committed) this.jumpCommitted(s, msg.committed);
+      this.assert(entry.seq === s.last + 1, `sync of partition ${s.p} from ${from} has a gap at ${entry.seq} after ${s.last}`);
+      this.appendPending(s, entry);
     }
-    if (s.committed < msg.committed) {
-      this.store.setCommittedSeq(s.p, msg.committed);
-      s.committed = msg.committed;
-      if (s.last < s.committed) s.last = s.committed;
+    if (s.last < msg.committed) this.jumpCommitted(s, msg.committed);
+    this.becomeReady(s);
+    const succ = this.successorOf(s.p);
+    if (succ !== undefined && !pulled) {
+      // Whatever we hold beyond the successor's history goes down now (CR8).
+      const theirs = Math.max(msg.committed, ...msg.entries.map((x) => x.seq));
+      const ahead = s.pending.filter((x) => x.seq > theirs);
+      if (ahead.length > 0) this.send(succ, { t: 'fwd', e: this.view.epoch, p: s.p, entries: ahead.slice(0, 1000) });
     }
-    s.ready = true;
-    s.progressAt = this.now;
+    this.releaseWaiters(s);
+  }
+
+  private jumpCommitted(s: PartitionState, seq: number): void {
+    this.store.setCommittedSeq(s.p, seq);
+    s.committed = seq;
+    s.last = Math.max(s.last, seq);
+  }
+
+  private onCatchupRequest(from: string, msg: Extract<DataMsg, { t: 'cu' }>): void {
+    const s = this.member(msg.p, msg.e);
+    if (s === undefined || !s.ready || this.view.states[from] !== 'joining') return;
+    const limit = Math.max(1, Math.min(msg.limit, 50_000));
+    const entries = this.store.changesAfter(s.p, msg.after, limit);
+    this.send(from, { t: 'cur', e: this.view.epoch, p: s.p, committed: s.committed, entries, more: entries.length >= limit });
+  }
+
+  private onCatchupReply(from: string, msg: Extract<DataMsg, { t: 'cur' }>): void {
+    const s = this.parts.get(msg.p);
+    if (s === undefined || s.mode !== 'catchup' || msg.e !== this.view.epoch || s.caught) return;
+    for (const entry of msg.entries) if (entry.seq > s.committed) this.store.commit(s.p, entry);
+    const lastSeq = msg.entries.length > 0 ? msg.entries[msg.entries.length - 1]!.seq : s.committed;
+    s.committed = s.last = Math.max(s.committed, lastSeq);
+    s.catchupTarget = msg.committed;
+    if (!msg.more) {
+      if (s.committed < msg.committed) this.jumpCommitted(s, msg.committed);
+      s.caught = true;
+      this.log('info', `partition ${s.p} caught up from ${from} at seq ${s.committed}`, { partition: s.p, committed: s.committed });
+    } else {
+      this.log('info', `partition ${s.p} catching up from ${from}: ${s.committed} of ${msg.committed}`, { partition: s.p, committed: s.committed, target: msg.committed });
+      s.syncSentAt = -Infinity; // ask for the next page at the next tick
+    }
   }
 
   // ---------------------------------------------------------------- helpers
@@ -516,6 +778,7 @@ export class Replica {
     this.store.appendPending(s.p, entry);
     s.pending.push(entry);
     s.last = entry.seq;
+    this.remember(s.p, entry);
     if (entry.kind === 'clear') {
       s.pendingClearSeq = entry.seq;
     } else {
@@ -568,8 +831,10 @@ export class Replica {
     }
   }
 
-  private remember(id: string, w: RecentWrite): void {
-    this.recent.set(id, w);
+  /** Every member remembers request ids it holds, so that as a new head it recognises a retry. */
+  private remember(p: number, entry: Entry): void {
+    if (entry.id === '') return;
+    this.recent.set(entry.id, { p, seq: entry.seq, existed: entry.existed ?? true });
     if (this.recent.size > this.dedupWindow) {
       const oldest = this.recent.keys().next();
       if (!oldest.done) this.recent.delete(oldest.value);
@@ -588,25 +853,21 @@ export class Replica {
     return i > 0 ? chain[i - 1] : undefined;
   }
 
-  private send(to: string, msg: PeerMsg, durable = false): void {
+  private send(to: string, msg: DataMsg, durable = false): void {
     if (to === this.self) {
-      this.loopback.push(msg);
       // Loopback work runs now, inside this step; anything it answers must wait for the
       // same durability as the message itself would have.
-      if (durable) this.loopbackDurable.add(msg);
+      this.loopback.push({ msg, durable });
       return;
     }
     this.out.push({ type: 'send', to, msg, durable });
   }
 
-  private readonly loopbackDurable = new Set<PeerMsg>();
-
   private drainLoopback(): void {
     let guard = 0;
     while (this.loopback.length > 0) {
       this.assert(++guard < 1_000_000, 'loopback does not drain');
-      const msg = this.loopback.shift()!;
-      const durable = this.loopbackDurable.delete(msg);
+      const { msg, durable } = this.loopback.shift()!;
       const before = this.inheritDurable;
       this.inheritDurable = durable;
       this.onMessage(this.self, msg);
@@ -616,6 +877,10 @@ export class Replica {
 
   private reply(token: number, result: ClientResult, durable: boolean): void {
     this.out.push({ type: 'reply', token, result, durable: durable || this.inheritDurable });
+  }
+
+  private log(level: 'info' | 'warn', msg: string, data?: Record<string, unknown>): void {
+    this.out.push({ type: 'log', level, msg, ...(data === undefined ? {} : { data }) });
   }
 
   private assert(cond: boolean, what: string): asserts cond {

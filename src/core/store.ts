@@ -6,6 +6,8 @@
  * is on disk ("persist, then send", as in etcd's Ready). The real adapter is LMDB; the
  * simulator's is an in-memory store that forgets what was not flushed when a node crashes.
  */
+import type { MembershipState } from './membership.ts';
+
 export type EntryKind = 'put' | 'del' | 'clear';
 
 /** One change in a partition's history, ordered by `seq` (contiguous per partition, assigned by the head). */
@@ -20,6 +22,8 @@ export interface Entry {
   readonly value: Buffer | null;
   /** Request id, kept so that a retried write is applied once. */
   readonly id: string;
+  /** Whether the key was live just before this write (as ordered by the head); answers DEL. */
+  readonly existed?: boolean;
 }
 
 export interface KeyValue {
@@ -42,6 +46,10 @@ export interface Store {
   committedSeq(partition: number): number;
   /** Committed entries with seq > after, in seq order, at most `limit` (superseded puts may be reported as their latest state). */
   changesAfter(partition: number, after: number, limit: number): Entry[];
+  /** Request ids of committed entries with seq > after (superseded versions included, until pruned), in seq order. */
+  recentRequests(partition: number, after: number): { id: string; seq: number }[];
+  /** Drops the log rows of superseded versions with seq < below (their request ids are no longer needed). */
+  pruneLog(partition: number, below: number): void;
   /** Whether the latest write touching this key (or partition) is not yet known durable. */
   volatile(partition: number, key: Buffer): boolean;
 
@@ -51,4 +59,10 @@ export interface Store {
   commit(partition: number, entry: Entry): void;
   /** Sets the committed seq after a catch-up whose entries skipped superseded versions. */
   setCommittedSeq(partition: number, seq: number): void;
+  /** Forgets every pending entry of a partition (the node left the chain). */
+  dropPending(partition: number): void;
+
+  /** The persisted configuration state (Raft term, vote, log, commit index), or null on first start. */
+  loadMembership(): MembershipState | null;
+  saveMembership(state: MembershipState): void;
 }

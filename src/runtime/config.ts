@@ -28,6 +28,16 @@ export interface ClusterConfig {
   retryMs: number;
   retransmitMs: number;
   tickMs: number;
+  /** Raft heartbeat interval of the configuration group. */
+  heartbeatMs: number;
+  /** Shortest election timeout (the longest is 1.6 times it). */
+  electionTimeoutMs: number;
+  /** Silence after which the leader marks a node down (a refused connection marks it at once). */
+  failureDetectMs: number;
+  /** Length of a lease promise; a node holds its read lease slightly less (drift bound and margin). */
+  leaseMs: number;
+  /** Bound on the relative drift of the nodes' clock rates (0.01 = 1%). */
+  clockDrift: number;
   logLevel: string;
 }
 
@@ -52,6 +62,11 @@ export function defaultConfig(): ClusterConfig {
     retryMs: 300,
     retransmitMs: 200,
     tickMs: 10,
+    heartbeatMs: 50,
+    electionTimeoutMs: 300,
+    failureDetectMs: 400,
+    leaseMs: 900,
+    clockDrift: 0.01,
     logLevel: 'info',
   };
 }
@@ -114,8 +129,10 @@ function validate(cfg: ClusterConfig): void {
     fail(`"replication" must be between 1 and the node count (${cfg.nodes.length}), got ${cfg.replication}`);
   }
   if (cfg.durability !== 'fsync' && cfg.durability !== 'process') fail(`"durability" must be "fsync" or "process", got "${String(cfg.durability)}"`);
-  const positive = ['maxKeyBytes', 'maxValueBytes', 'requestTimeoutMs', 'retryMs', 'retransmitMs', 'tickMs'] as const;
+  const positive = ['maxKeyBytes', 'maxValueBytes', 'requestTimeoutMs', 'retryMs', 'retransmitMs', 'tickMs', 'heartbeatMs', 'electionTimeoutMs', 'failureDetectMs', 'leaseMs'] as const;
   for (const k of positive) if (!Number.isInteger(cfg[k]) || cfg[k] <= 0) fail(`"${k}" must be a positive integer, got ${String(cfg[k])}`);
+  if (!(typeof cfg.clockDrift === 'number' && cfg.clockDrift >= 0 && cfg.clockDrift < 0.2)) fail(`"clockDrift" must be a number in [0, 0.2), got ${String(cfg.clockDrift)}`);
+  if (cfg.heartbeatMs * 3 > cfg.electionTimeoutMs) fail(`"electionTimeoutMs" (${cfg.electionTimeoutMs}) must be at least three heartbeats (${cfg.heartbeatMs * 3})`);
   if (cfg.maxKeyBytes > 1900) fail(`"maxKeyBytes" can be at most 1900 (the storage engine's key limit), got ${cfg.maxKeyBytes}`);
   if (cfg.maxValueBytes > 512 * 1024 * 1024) fail(`"maxValueBytes" can be at most 512 MiB, got ${cfg.maxValueBytes}`);
 }

@@ -2,11 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { ErrorCodes } from '../core/errors.ts';
-import type { PeerMsg } from '../core/messages.ts';
+import { parsePeerMsg } from '../core/messages.ts';
 import { Replica } from '../core/replica.ts';
 import type { ClientRequest, ClientResult, Input, Output } from '../core/replica.ts';
 import { Ring } from '../core/ring.ts';
-import { initialView } from '../core/view.ts';
 import type { ClusterConfig } from './config.ts';
 import { nodeAddress, nodeDataDir } from './config.ts';
 import { LmdbStore } from './storage.ts';
@@ -30,13 +29,13 @@ export class NodeRuntime {
   private inbox: Input[] = [];
   private drainScheduled = false;
   /** Outputs waiting for durability, in order; `gen` = store generation they need durable. */
-  private gated: { o: Output; gen: number }[] = [];
+  private gated: { o: Exclude<Output, { type: 'log' }>; gen: number }[] = [];
   private nextToken = 1;
   private readonly callbacks = new Map<number, (r: ClientResult) => void>();
   private ticker: NodeJS.Timeout | null = null;
   private stopping = false;
   readonly startedAt = Date.now();
-  readonly counters = { requests: 0, steps: 0, fsyncs: 0, messagesIn: 0 };
+  readonly counters = { requests: 0, steps: 0, fsyncs: 0, messagesIn: 0, badMessages: 0 };
 
   constructor(config: ClusterConfig, name: string, log: Logger) {
     this.name = name;
@@ -51,11 +50,23 @@ export class NodeRuntime {
     this.replica = new Replica({
       self: name,
       ring: this.ring,
-      view: initialView(this.ring),
       store: this.store,
       incarnation: randomBytes(4).toString('hex'),
-      timing: { requestTimeoutMs: config.requestTimeoutMs, retryMs: config.retryMs, retransmitMs: config.retransmitMs },
+      seed: randomBytes(4).readUInt32BE(0),
+      timing: {
+        requestTimeoutMs: config.requestTimeoutMs,
+        retryMs: config.retryMs,
+        retransmitMs: config.retransmitMs,
+        heartbeatMs: config.heartbeatMs,
+        electionMinMs: config.electionTimeoutMs,
+        electionMaxMs: config.electionTimeoutMs * 1.6,
+        detectMs: config.failureDetectMs,
+        leaseGrantMs: config.leaseMs,
+        leaseRenewMs: Math.max(20, Math.floor(config.leaseMs / 6)),
+        clockDrift: config.clockDrift,
+      },
     });
+    const names = new Set(config.nodes.map((n) => n.name));
     const peers: Record<string, { host: string; port: number }> = {};
     for (const n of config.nodes) if (n.name !== name) peers[n.name] = { host: n.host, port: n.peerPort };
     this.transport = new PeerTransport({
@@ -65,11 +76,18 @@ export class NodeRuntime {
       peers,
       logger: log.child({ component: 'transport' }),
     });
-    this.transport.onMessage = (from, msg) => {
+    this.transport.onMessage = (from, raw) => {
       this.counters.messagesIn++;
-      this.enqueue({ type: 'message', from, msg: msg as PeerMsg });
+      const msg = parsePeerMsg(raw, this.ring.size, names);
+      if (msg === null) {
+        this.counters.badMessages++;
+        this.log.warn({ from, type: typeof raw === 'object' && raw !== null ? (raw as { t?: unknown }).t : typeof raw }, 'dropped a malformed peer message');
+        return;
+      }
+      this.enqueue({ type: 'message', from, msg });
     };
     this.transport.onPeerState = (peer, state) => this.log.debug({ peer, state }, 'peer state');
+    this.transport.onRefused = (peer) => this.enqueue({ type: 'refused', node: peer });
   }
 
   async start(): Promise<void> {
@@ -127,6 +145,10 @@ export class NodeRuntime {
     const gen = this.store.writeGeneration;
     let needSync = false;
     for (const o of outputs) {
+      if (o.type === 'log') {
+        this.log[o.level](o.data ?? {}, o.msg);
+        continue;
+      }
       if (this.gated.length === 0 && (!o.durable || this.store.durableGeneration >= gen)) {
         this.emit(o);
       } else {
@@ -152,7 +174,7 @@ export class NodeRuntime {
     while (this.gated.length > 0 && this.gated[0]!.gen <= durable) this.emit(this.gated.shift()!.o);
   }
 
-  private emit(o: Output): void {
+  private emit(o: Exclude<Output, { type: 'log' }>): void {
     if (o.type === 'send') {
       this.transport.send(o.to, o.msg);
       return;

@@ -2,6 +2,7 @@ import { mkdirSync, openSync, closeSync, fdatasync } from 'node:fs';
 import { join } from 'node:path';
 import { open } from 'lmdb';
 import type { Database, RootDatabase } from 'lmdb';
+import type { MembershipState } from '../core/membership.ts';
 import type { Entry, EntryKind, KeyValue, LocalKeyValue, Store } from '../core/store.ts';
 
 /**
@@ -95,7 +96,7 @@ export class LmdbStore implements Store {
   private readonly kv: Database<Buffer, Buffer>;
   private readonly log: Database<Buffer, Buffer>;
   private readonly pendingDb: Database<Entry, Buffer>;
-  private readonly meta: Database<number, string>;
+  private readonly meta: Database<unknown, string>;
   private readonly committed = new Map<number, number>();
   private readonly clearedAt = new Map<number, number>();
   private fd: number;
@@ -123,14 +124,14 @@ export class LmdbStore implements Store {
     this.kv = this.env.openDB<Buffer, Buffer>({ name: 'kv', keyEncoding: 'binary', encoding: 'binary' });
     this.log = this.env.openDB<Buffer, Buffer>({ name: 'log', keyEncoding: 'binary', encoding: 'binary' });
     this.pendingDb = this.env.openDB<Entry, Buffer>({ name: 'pending', keyEncoding: 'binary', encoding: 'msgpack' });
-    this.meta = this.env.openDB<number, string>({ name: 'meta', encoding: 'msgpack' });
+    this.meta = this.env.openDB<unknown, string>({ name: 'meta', encoding: 'msgpack' });
     // Entries that were never committed are dropped at start: they were never acknowledged by
     // this node, and its chain will send them again if they were committed elsewhere.
     this.env.transactionSync(() => this.pendingDb.clearSync());
     for (const { key, value } of this.meta.getRange({})) {
       const m = /^(c|x):(\d+)$/.exec(key);
       if (m === null) continue;
-      (m[1] === 'c' ? this.committed : this.clearedAt).set(Number(m[2]), value);
+      (m[1] === 'c' ? this.committed : this.clearedAt).set(Number(m[2]), value as number);
     }
     this.fd = openSync(join(dir, 'data.mdb'), 'r+');
   }
@@ -197,10 +198,29 @@ export class LmdbStore implements Store {
       const raw = this.kv.getBinary(kvKey(p, k));
       if (raw === undefined) continue;
       const rec = decodeRec(raw);
-      if (rec.seq !== seq) continue; // superseded (its log row is removed in the same transaction)
+      if (rec.seq !== seq) continue; // superseded: its row only keeps the request id until pruned
       out.push({ seq, epoch: rec.epoch, kind: rec.tombstone ? 'del' : 'put', key: k, value: rec.tombstone ? null : Buffer.from(rec.value), id });
     }
     return out;
+  }
+
+  recentRequests(p: number, after: number): { id: string; seq: number }[] {
+    const out: { id: string; seq: number }[] = [];
+    for (const { key, value } of this.log.getRange({ start: seqKey(p, after + 1), end: partitionStart(p + 1) })) {
+      const idLen = value.readUInt8(1);
+      out.push({ id: value.toString('utf8', 2, 2 + idLen), seq: key.readUIntBE(2, 6) });
+    }
+    return out;
+  }
+
+  pruneLog(p: number, below: number): void {
+    for (const { key, value } of this.log.getRange({ start: seqKey(p, 0), end: seqKey(p, below) })) {
+      const kind = CODE_KIND[value.readUInt8(0)]!;
+      if (kind === 'clear') continue;
+      const idLen = value.readUInt8(1);
+      const raw = this.kv.getBinary(kvKey(p, Buffer.from(value.subarray(2 + idLen))));
+      if (raw === undefined || decodeRec(raw).seq !== key.readUIntBE(2, 6)) this.log.removeSync(key);
+    }
   }
 
   volatile(p: number, key: Buffer): boolean {
@@ -222,10 +242,9 @@ export class LmdbStore implements Store {
       this.clearedAt.set(p, entry.seq);
       this.meta.putSync(`x:${p}`, entry.seq);
     } else {
-      const k = kvKey(p, entry.key);
-      const old = this.kv.getBinary(k);
-      if (old !== undefined) this.log.removeSync(seqKey(p, decodeRec(old).seq));
-      this.kv.putSync(k, encodeRec(entry));
+      // The superseded version's log row stays until pruneLog: it keeps its request id
+      // for retries (a new head must recognise them), and changesAfter skips it.
+      this.kv.putSync(kvKey(p, entry.key), encodeRec(entry));
     }
     this.log.putSync(sk, encodeLog(entry));
     this.committed.set(p, entry.seq);
@@ -237,6 +256,19 @@ export class LmdbStore implements Store {
   setCommittedSeq(p: number, seq: number): void {
     this.committed.set(p, seq);
     this.meta.putSync(`c:${p}`, seq);
+  }
+
+  dropPending(p: number): void {
+    for (const key of this.pendingDb.getKeys({ start: partitionStart(p), end: partitionStart(p + 1) })) this.pendingDb.removeSync(key);
+  }
+
+  loadMembership(): MembershipState | null {
+    return (this.meta.get('raft') as MembershipState | undefined) ?? null;
+  }
+
+  saveMembership(state: MembershipState): void {
+    this.meta.putSync('raft', state);
+    this.gen++;
   }
 
   private touch(p: number, entry: Entry): void {

@@ -357,6 +357,8 @@ export class PeerTransport {
   onMessage: (from: string, msg: unknown) => void = () => {};
   /** Called when the outgoing connection to a peer goes up or down (once per change). */
   onPeerState: (peer: string, state: PeerState) => void = () => {};
+  /** Called when a dial to a peer is refused (ECONNREFUSED): nothing listens on its port. */
+  onRefused: (peer: string) => void = () => {};
 
   private readonly self: string;
   private readonly cluster: string;
@@ -589,6 +591,13 @@ export class PeerTransport {
     });
     socket.on('error', (err) => {
       this.log.debug({ peer: peer.name, host, port, ...errorFields(err) }, 'peer connection error');
+      if ((err as NodeJS.ErrnoException).code === 'ECONNREFUSED' && !this.closed) {
+        try {
+          this.onRefused(peer.name);
+        } catch (e) {
+          this.log.error({ peer: peer.name, ...errorFields(e) }, 'onRefused handler threw');
+        }
+      }
     });
     socket.on('close', () => {
       if (peer.socket !== socket) return;

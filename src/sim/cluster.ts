@@ -2,7 +2,6 @@ import type { PeerMsg } from '../core/messages.ts';
 import { Replica } from '../core/replica.ts';
 import type { ClientRequest, ClientResult, Output, ReplicaTiming } from '../core/replica.ts';
 import { Ring } from '../core/ring.ts';
-import { initialView } from '../core/view.ts';
 import { HistoryRecorder } from './linearizability.ts';
 import type { Op } from './linearizability.ts';
 import { MemoryStore } from './memory-store.ts';
@@ -26,16 +25,26 @@ export interface SimOptions {
   /** fdatasync latency, ms. */
   fsyncMs?: number;
   tickMs?: number;
+  /** Clock rate of each node drawn in [1 - drift/2, 1 + drift/2] (relative drift at most `drift`). */
+  clockDrift?: number;
+  /** Keep the nodes' log outputs (for debugging a seed). */
+  keepLogs?: boolean;
 }
 
 type Event =
   | { at: number; n: number; kind: 'deliver'; from: string; to: string; msg: PeerMsg; incarnation: number }
   | { at: number; n: number; kind: 'tick'; node: string; incarnation: number }
   | { at: number; n: number; kind: 'flush'; node: string; incarnation: number }
+  | { at: number; n: number; kind: 'refused'; to: string; dead: string; incarnation: number }
   | { at: number; n: number; kind: 'call'; fn: () => void };
 
 interface SimNode {
   name: string;
+  /** Local clock: offset + now * rate. */
+  clockRate: number;
+  clockOffset: number;
+  /** Cut off from every other node (messages both ways are lost). */
+  isolated: boolean;
   store: MemoryStore;
   replica: Replica;
   up: boolean;
@@ -44,11 +53,13 @@ interface SimNode {
   /** Inputs that arrived while paused (kept in the socket buffers), in order. */
   held: Extract<Event, { kind: 'deliver' }>[];
   /** Outputs waiting for the next flush (durable ones and everything behind them). */
-  gated: Output[];
+  gated: SendOutput[];
   flushScheduled: boolean;
   /** Client callbacks by token. */
   callbacks: Map<number, (r: ClientResult) => void>;
 }
+
+type SendOutput = Extract<Output, { type: 'send' | 'reply' }>;
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
@@ -108,6 +119,7 @@ export class SimCluster {
   private readonly linkClock = new Map<string, number>();
   private readonly opts: Required<Omit<SimOptions, 'timing'>> & { timing: Partial<ReplicaTiming> };
   stats = { delivered: 0, dropped: 0, steps: 0 };
+  readonly logs: string[] = [];
 
   constructor(opts: SimOptions) {
     this.opts = {
@@ -118,15 +130,21 @@ export class SimCluster {
       dropRate: 0,
       fsyncMs: 0.15,
       tickMs: 10,
+      clockDrift: 0,
+      keepLogs: false,
       ...opts,
     };
     this.rng = new Prng(opts.seed);
+    (globalThis as unknown as { __simNow: () => number }).__simNow = () => this.now;
     this.ring = new Ring(this.opts.names, this.opts.replication);
     for (const name of this.opts.names) {
       const store = new MemoryStore();
       store.sync();
       const node: SimNode = {
         name,
+        clockRate: 1 + (this.rng.next() - 0.5) * this.opts.clockDrift,
+        clockOffset: this.rng.next() * 1000,
+        isolated: false,
         store,
         replica: this.makeReplica(name, store, 1),
         up: true,
@@ -150,11 +168,16 @@ export class SimCluster {
     return new Replica({
       self: name,
       ring: this.ring,
-      view: initialView(this.ring),
       store,
       incarnation: `i${incarnation}`,
+      seed: Math.floor(this.rng.next() * 2 ** 32),
       timing: this.opts.timing,
     });
+  }
+
+  /** The node's own clock reading (drifting, offset). */
+  localTime(node: SimNode): number {
+    return node.clockOffset + this.now * node.clockRate;
   }
 
   private push(e: DistributiveOmit<Event, 'n'>): void {
@@ -185,7 +208,7 @@ export class SimCluster {
     }
     const token = this.nextToken++;
     node.callbacks.set(token, cb);
-    this.input(node, () => node.replica.step(this.now, { type: 'client', token, req }));
+    this.input(node, () => node.replica.step(this.localTime(node), { type: 'client', token, req }));
   }
 
   /** SIGKILL: the node stops at once; in-flight client requests to it end with an unknown outcome. */
@@ -201,6 +224,24 @@ export class SimCluster {
     for (const cb of node.callbacks.values()) cb({ ok: false, code: 'KV_ERR_TIMEOUT', message: 'node crashed' });
     node.callbacks.clear();
     node.store.restart(loseUnsynced);
+    this.scheduleRefusals(node);
+  }
+
+  /** While a node is down, every peer's reconnect attempts are refused (its port is closed). */
+  private scheduleRefusals(dead: SimNode): void {
+    for (const other of this.nodes.values()) {
+      if (other === dead) continue;
+      this.push({ at: this.now + 20 + this.rng.next() * 30, kind: 'refused', to: other.name, dead: dead.name, incarnation: dead.incarnation });
+    }
+  }
+
+  /** Cuts a node off from all others (its process keeps running); `heal` reconnects it. */
+  isolate(name: string): void {
+    this.node(name).isolated = true;
+  }
+
+  heal(name: string): void {
+    this.node(name).isolated = false;
   }
 
   restart(name: string): void {
@@ -263,8 +304,16 @@ export class SimCluster {
       case 'tick': {
         const node = this.node(e.node);
         if (!node.up || node.paused || node.incarnation !== e.incarnation) return;
-        this.input(node, () => node.replica.step(this.now, { type: 'tick' }));
+        this.input(node, () => node.replica.step(this.localTime(node), { type: 'tick' }));
         this.scheduleTick(node);
+        return;
+      }
+      case 'refused': {
+        const dead = this.node(e.dead);
+        const to = this.node(e.to);
+        if (dead.up || dead.incarnation !== e.incarnation) return;
+        if (to.up && !to.paused) this.input(to, () => to.replica.step(this.localTime(to), { type: 'refused', node: e.dead }));
+        this.push({ at: this.now + 200, kind: 'refused', to: e.to, dead: e.dead, incarnation: e.incarnation });
         return;
       }
       case 'flush': {
@@ -295,13 +344,17 @@ export class SimCluster {
 
   private deliver(node: SimNode, e: Extract<Event, { kind: 'deliver' }>): void {
     this.stats.delivered++;
-    this.input(node, () => node.replica.step(this.now, { type: 'message', from: e.from, msg: e.msg }));
+    this.input(node, () => node.replica.step(this.localTime(node), { type: 'message', from: e.from, msg: e.msg }));
   }
 
   private input(node: SimNode, step: () => Output[]): void {
     this.stats.steps++;
     const outputs = step();
     for (const o of outputs) {
+      if (o.type === 'log') {
+        if (this.opts.keepLogs) this.logs.push(`${this.now.toFixed(1)} ${node.name} ${o.level} ${o.msg}`);
+        continue;
+      }
       if (node.gated.length > 0 || o.durable) {
         node.gated.push(o);
         if (!node.flushScheduled && o.durable) {
@@ -314,7 +367,7 @@ export class SimCluster {
     }
   }
 
-  private emit(node: SimNode, o: Output): void {
+  private emit(node: SimNode, o: SendOutput): void {
     if (o.type === 'reply') {
       const cb = node.callbacks.get(o.token);
       if (cb === undefined) return;
@@ -322,12 +375,16 @@ export class SimCluster {
       cb(o.result);
       return;
     }
-    if (this.opts.dropRate > 0 && this.rng.chance(this.opts.dropRate)) {
+    if (this.opts.dropRate > 0 && o.to !== node.name && this.rng.chance(this.opts.dropRate)) {
       this.stats.dropped++;
       return;
     }
     const to = this.nodes.get(o.to);
     if (to === undefined) return;
+    if ((node.isolated || to.isolated) && to !== node) {
+      this.stats.dropped++;
+      return;
+    }
     const link = `${node.name}>${o.to}`;
     const [lo, hi] = this.opts.delayMs;
     const at = Math.max(this.now + lo + this.rng.next() * (hi - lo), this.linkClock.get(link) ?? 0);
@@ -402,7 +459,8 @@ export class SimCluster {
   isQuiet(): boolean {
     for (const n of this.nodes.values()) {
       if (n.replica.outstandingCount() > 0) return false;
-      if (n.replica.partitions().some((p) => p.pending > 0 || !p.ready)) return false;
+      if (!n.up) continue;
+      if (n.replica.partitions().some((p) => p.mode !== 'member' || p.pending > 0 || !p.ready)) return false;
     }
     return true;
   }

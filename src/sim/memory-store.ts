@@ -1,21 +1,22 @@
+import type { MembershipState } from '../core/membership.ts';
 import type { Entry, KeyValue, LocalKeyValue, Store } from '../core/store.ts';
-
-interface Rec {
-  entry: Entry;
-}
 
 /**
  * In-memory Store with the same semantics as the LMDB adapter, for the simulator and unit
- * tests. `crash()` models a process crash: pending entries are dropped on restart, and with
- * `loseUnsynced` every write after the last `sync()` is forgotten too (power loss).
+ * tests. Durability is modelled with an undo journal: every mutation since the last
+ * `sync()` can be rolled back, so `restart(true)` forgets exactly what was never made
+ * durable (as a power loss would), and pending entries are always dropped on restart.
  */
 export class MemoryStore implements Store {
-  private kv = new Map<number, Map<string, Rec>>();
-  private log = new Map<number, Map<number, Entry>>();
+  private readonly kv = new Map<number, Map<string, Entry>>();
+  /** Per partition: seq -> entry (every committed version until pruned). Kept in seq order of insertion. */
+  private readonly log = new Map<number, Map<number, Entry>>();
   private pending = new Map<number, Map<number, Entry>>();
-  private committed = new Map<number, number>();
-  private clearedAt = new Map<number, number>();
-  private snapshot: string | null = null;
+  private readonly committed = new Map<number, number>();
+  private readonly clearedAt = new Map<number, number>();
+  private membership: MembershipState | null = null;
+  /** Undo actions for every mutation since the last sync, in order. */
+  private journal: (() => void)[] = [];
   writes = 0;
 
   private part<K, V>(m: Map<number, Map<K, V>>, p: number): Map<K, V> {
@@ -24,18 +25,33 @@ export class MemoryStore implements Store {
     return x;
   }
 
+  /** Sets m[k] = v, journaling how to undo it. */
+  private set<K, V>(m: Map<K, V>, k: K, v: V): void {
+    const had = m.has(k);
+    const old = m.get(k);
+    m.set(k, v);
+    this.journal.push(() => (had ? m.set(k, old as V) : m.delete(k)));
+  }
+
+  private del<K, V>(m: Map<K, V>, k: K): void {
+    if (!m.has(k)) return;
+    const old = m.get(k) as V;
+    m.delete(k);
+    this.journal.push(() => m.set(k, old));
+  }
+
   get(p: number, key: Buffer): Buffer | null {
-    const r = this.kv.get(p)?.get(key.toString('latin1'));
-    if (r === undefined || r.entry.kind !== 'put' || r.entry.seq <= (this.clearedAt.get(p) ?? 0)) return null;
-    return r.entry.value;
+    const e = this.kv.get(p)?.get(key.toString('latin1'));
+    if (e === undefined || e.kind !== 'put' || e.seq <= (this.clearedAt.get(p) ?? 0)) return null;
+    return e.value;
   }
 
   scan(p: number, after: Buffer | null, limit: number): KeyValue[] {
     const cleared = this.clearedAt.get(p) ?? 0;
     const rows = [...(this.kv.get(p)?.values() ?? [])]
-      .filter((r) => r.entry.kind === 'put' && r.entry.seq > cleared && (after === null || Buffer.compare(r.entry.key, after) > 0))
-      .sort((a, b) => Buffer.compare(a.entry.key, b.entry.key));
-    return rows.slice(0, limit).map((r) => ({ key: r.entry.key, value: r.entry.value! }));
+      .filter((e) => e.kind === 'put' && e.seq > cleared && (after === null || Buffer.compare(e.key, after) > 0))
+      .sort((a, b) => Buffer.compare(a.key, b.key));
+    return rows.slice(0, limit).map((e) => ({ key: e.key, value: e.value! }));
   }
 
   scanLocal(afterPartition: number, after: Buffer | null, limit: number): LocalKeyValue[] {
@@ -52,11 +68,28 @@ export class MemoryStore implements Store {
     return this.committed.get(p) ?? 0;
   }
 
+  private logRows(p: number, after: number): Entry[] {
+    return [...(this.log.get(p)?.values() ?? [])].filter((e) => e.seq > after).sort((a, b) => a.seq - b.seq);
+  }
+
   changesAfter(p: number, after: number, limit: number): Entry[] {
-    return [...(this.log.get(p)?.values() ?? [])]
-      .filter((e) => e.seq > after)
-      .sort((a, b) => a.seq - b.seq)
+    const kv = this.kv.get(p);
+    return this.logRows(p, after)
+      .filter((e) => e.kind === 'clear' || kv?.get(e.key.toString('latin1'))?.seq === e.seq)
       .slice(0, limit);
+  }
+
+  recentRequests(p: number, after: number): { id: string; seq: number }[] {
+    return this.logRows(p, after).map((e) => ({ id: e.id, seq: e.seq }));
+  }
+
+  pruneLog(p: number, below: number): void {
+    const log = this.log.get(p);
+    const kv = this.kv.get(p);
+    if (log === undefined) return;
+    for (const [seq, e] of [...log]) {
+      if (seq < below && e.kind !== 'clear' && kv?.get(e.key.toString('latin1'))?.seq !== seq) this.del(log, seq);
+    }
   }
 
   volatile(): boolean {
@@ -71,22 +104,29 @@ export class MemoryStore implements Store {
   commit(p: number, entry: Entry): void {
     this.writes++;
     this.pending.get(p)?.delete(entry.seq);
-    const log = this.part(this.log, p);
-    if (entry.kind === 'clear') {
-      this.clearedAt.set(p, entry.seq);
-    } else {
-      const kv = this.part(this.kv, p);
-      const k = entry.key.toString('latin1');
-      const old = kv.get(k);
-      if (old !== undefined) log.delete(old.entry.seq);
-      kv.set(k, { entry });
-    }
-    log.set(entry.seq, entry);
-    this.committed.set(p, entry.seq);
+    if (entry.kind === 'clear') this.set(this.clearedAt, p, entry.seq);
+    else this.set(this.part(this.kv, p), entry.key.toString('latin1'), entry);
+    this.set(this.part(this.log, p), entry.seq, entry);
+    this.set(this.committed, p, entry.seq);
   }
 
   setCommittedSeq(p: number, seq: number): void {
-    this.committed.set(p, seq);
+    this.set(this.committed, p, seq);
+  }
+
+  dropPending(p: number): void {
+    this.pending.delete(p);
+  }
+
+  loadMembership(): MembershipState | null {
+    return this.membership === null ? null : (JSON.parse(JSON.stringify(this.membership)) as MembershipState);
+  }
+
+  saveMembership(state: MembershipState): void {
+    this.writes++;
+    const old = this.membership;
+    this.membership = JSON.parse(JSON.stringify(state)) as MembershipState;
+    this.journal.push(() => (this.membership = old));
   }
 
   pendingCount(): number {
@@ -97,34 +137,13 @@ export class MemoryStore implements Store {
 
   /** Marks everything written so far as durable. */
   sync(): void {
-    this.snapshot = this.serialize();
+    this.journal = [];
   }
 
   /** A restart after a crash: pending entries are dropped; with loseUnsynced, so is every write after the last sync. */
   restart(loseUnsynced: boolean): void {
-    if (loseUnsynced) this.restore(this.snapshot);
+    if (loseUnsynced) for (let i = this.journal.length - 1; i >= 0; i--) this.journal[i]!();
+    this.journal = [];
     this.pending = new Map();
-  }
-
-  private serialize(): string {
-    const entries = (m: Map<number, Map<unknown, Entry>>) => [...m].map(([p, x]) => [p, [...x.values()].map(enc)]);
-    const enc = (e: Entry) => ({ ...e, key: e.key.toString('base64'), value: e.value?.toString('base64') ?? null });
-    const kv = [...this.kv].map(([p, x]) => [p, [...x.values()].map((r) => enc(r.entry))]);
-    return JSON.stringify({ kv, log: entries(this.log), committed: [...this.committed], clearedAt: [...this.clearedAt] });
-  }
-
-  private restore(snap: string | null): void {
-    this.kv = new Map();
-    this.log = new Map();
-    this.committed = new Map();
-    this.clearedAt = new Map();
-    if (snap === null) return;
-    type Enc = Omit<Entry, 'key' | 'value'> & { key: string; value: string | null };
-    const dec = (e: Enc): Entry => ({ ...e, key: Buffer.from(e.key, 'base64'), value: e.value === null ? null : Buffer.from(e.value, 'base64') });
-    const s = JSON.parse(snap) as { kv: [number, Enc[]][]; log: [number, Enc[]][]; committed: [number, number][]; clearedAt: [number, number][] };
-    for (const [p, rows] of s.kv) this.kv.set(p, new Map(rows.map((e) => [Buffer.from(e.key, 'base64').toString('latin1'), { entry: dec(e) }])));
-    for (const [p, rows] of s.log) this.log.set(p, new Map(rows.map((e) => [e.seq, dec(e)])));
-    this.committed = new Map(s.committed);
-    this.clearedAt = new Map(s.clearedAt);
   }
 }

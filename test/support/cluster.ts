@@ -83,6 +83,11 @@ export class TestCluster {
       retryMs: 300,
       retransmitMs: 200,
       tickMs: 10,
+      heartbeatMs: 50,
+      electionTimeoutMs: 300,
+      failureDetectMs: 400,
+      leaseMs: 900,
+      clockDrift: 0.01,
       logLevel: 'info',
       ...opts.settings,
     };
