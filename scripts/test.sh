@@ -8,7 +8,7 @@ trap 'rm -f "$log"' EXIT
 # Integration tests each start their own cluster on free ports; run files one at a time so
 # two clusters never compete for the two cores.
 node --import tsx --test --test-concurrency=1 --test-reporter=tap \
-  test/unit/*.test.ts test/integration/*.test.ts 2>&1 | tee "$log"
+  test/unit/*.test.ts test/sim/*.test.ts test/integration/*.test.ts 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 pass=$(grep -E '^# pass ' "$log" | tail -1 | awk '{print $3}')
 fail=$(grep -E '^# fail ' "$log" | tail -1 | awk '{print $3}')

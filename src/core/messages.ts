@@ -26,13 +26,16 @@ export type DataMsg =
   | { t: 'sres'; id: string; r: Result }
   /** member -> successor, after a view change or restart: send me your history after `committed`. */
   | { t: 'sync'; e: number; p: number; committed: number }
-  /** new tail that rejoined -> predecessor: send me your history after `committed`. */
+  /** new tail that is not level (rejoined or restarted) -> every other member: send me your history after `committed`. */
   | { t: 'pull'; e: number; p: number; committed: number }
-  /** answer to sync and pull: the sender's committed seq and every entry it holds after the asked one. */
-  | { t: 'syncr'; e: number; p: number; committed: number; entries: Entry[] }
+  /**
+   * Answer to sync and pull: the sender's committed seq and every entry it holds after the
+   * asked one; `level` says whether the sender's history is known to hold its successor's.
+   */
+  | { t: 'syncr'; e: number; p: number; committed: number; entries: Entry[]; ids: [string, number][]; level: boolean }
   /** joining node -> tail: a page of committed changes after `after`. */
   | { t: 'cu'; e: number; p: number; after: number; limit: number }
-  | { t: 'cur'; e: number; p: number; committed: number; entries: Entry[]; more: boolean };
+  | { t: 'cur'; e: number; p: number; committed: number; entries: Entry[]; more: boolean; ids: [string, number][] };
 
 export type PeerMsg = DataMsg | MembershipMsg;
 
@@ -68,6 +71,11 @@ function validEntry(e: unknown): boolean {
 
 function validEntries(x: unknown): boolean {
   return Array.isArray(x) && x.every(validEntry);
+}
+
+/** Request ids of superseded versions travel with syncs and catch-up, so that a retry is recognised anywhere. */
+function validIds(x: unknown): boolean {
+  return Array.isArray(x) && x.every((it) => Array.isArray(it) && it.length === 2 && isStr(it[0]) && isNat(it[1]));
 }
 
 function validResult(r: unknown): boolean {
@@ -123,13 +131,13 @@ export function parsePeerMsg(x: unknown, partitions: number, names: ReadonlySet<
       ok = isNat(x.e) && p(x.p) && isNat(x.committed);
       break;
     case 'syncr':
-      ok = isNat(x.e) && p(x.p) && isNat(x.committed) && validEntries(x.entries);
+      ok = isNat(x.e) && p(x.p) && isNat(x.committed) && validEntries(x.entries) && validIds(x.ids) && typeof x.level === 'boolean';
       break;
     case 'cu':
       ok = isNat(x.e) && p(x.p) && isNat(x.after) && isNat(x.limit);
       break;
     case 'cur':
-      ok = isNat(x.e) && p(x.p) && isNat(x.committed) && validEntries(x.entries) && typeof x.more === 'boolean';
+      ok = isNat(x.e) && p(x.p) && isNat(x.committed) && validEntries(x.entries) && typeof x.more === 'boolean' && validIds(x.ids);
       break;
     case 'rv':
       ok = isNat(x.term) && isNat(x.last) && isNat(x.lastTerm);

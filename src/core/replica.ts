@@ -132,6 +132,8 @@ interface PartitionState {
   /** For progress output during catch-up. */
   catchupTarget: number;
   prunedAt: number;
+  /** A tail that is not level: the answers to its pulls, by member. */
+  pulls: Map<string, { from: string; msg: Extract<DataMsg, { t: 'syncr' }> }>;
 }
 
 interface Outstanding {
@@ -228,6 +230,7 @@ export class Replica {
         nackSentAt: -Infinity,
         catchupTarget: 0,
         prunedAt: committed,
+        pulls: new Map(),
       });
       // Request ids of recent writes, from the log: a retry of a write committed before a
       // restart is recognised, not applied a second time.
@@ -340,6 +343,7 @@ export class Replica {
       }
       s.ready = false;
       s.syncSentAt = -Infinity;
+      s.pulls.clear();
       const isTail = newChain[newChain.length - 1] === this.self;
       if (isTail && s.level) this.becomeReady(s);
     }
@@ -497,8 +501,15 @@ export class Replica {
       if (this.now - s.syncSentAt < Math.min(50, this.timing.retransmitMs)) return;
       s.syncSentAt = this.now;
       if (succ !== undefined) this.send(succ, { t: 'sync', e, p: s.p, committed: s.committed });
-      else if (pred !== undefined) this.send(pred, { t: 'pull', e, p: s.p, committed: s.committed });
-      else this.becomeReady(s); // alone in the chain
+      else if (pred !== undefined) {
+        // A tail that is not level (it rejoined, or restarted) takes the history of a level
+        // member; if none is level (they restarted too), of the one that committed most: with
+        // at most one failure at a time it holds every committed entry.
+        for (const m of chain) if (m !== this.self && !s.pulls.has(m)) this.send(m, { t: 'pull', e, p: s.p, committed: s.committed });
+        const answers = [...s.pulls.values()];
+        const best = answers.find((a) => a.msg.level) ?? (answers.length === chain.length - 1 ? answers.sort((a, b) => b.msg.committed - a.msg.committed)[0] : undefined);
+        if (best !== undefined) this.onSyncReply(best.from, best.msg);
+      } else this.becomeReady(s); // alone in the chain
       return;
     }
     if (succ === undefined) {
@@ -691,14 +702,29 @@ export class Replica {
   private onSync(from: string, msg: Extract<DataMsg, { t: 'sync' }>): void {
     const s = this.member(msg.p, msg.e);
     if (s === undefined || !s.ready || this.predecessorOf(msg.p) !== from) return;
-    this.send(from, { t: 'syncr', e: this.view.epoch, p: s.p, committed: s.committed, entries: this.historyAfter(s, msg.committed) }, true);
+    this.send(
+      from,
+      { t: 'syncr', e: this.view.epoch, p: s.p, committed: s.committed, entries: this.historyAfter(s, msg.committed), ids: this.idsAfter(s, msg.committed), level: true },
+      true,
+    );
   }
 
-  /** A new tail that rejoined asks its predecessor (which holds the whole history) for it. */
+  /** Request ids of committed writes after `after` (superseded ones included), capped to the dedup horizon. */
+  private idsAfter(s: PartitionState, after: number): [string, number][] {
+    const from = Math.max(after, s.committed - KEEP_LOG_SEQS);
+    return this.store.recentRequests(s.p, from).map((r) => [r.id, r.seq]);
+  }
+
+  /** A tail that is not level asks the other members for their history. */
   private onPull(from: string, msg: Extract<DataMsg, { t: 'pull' }>): void {
     const s = this.member(msg.p, msg.e);
-    if (s === undefined || !s.level || this.successorOf(msg.p) !== from) return;
-    this.send(from, { t: 'syncr', e: this.view.epoch, p: s.p, committed: s.committed, entries: this.historyAfter(s, msg.committed) }, true);
+    const chain = servingChain(this.ring, this.view, msg.p);
+    if (s === undefined || chain[chain.length - 1] !== from) return;
+    this.send(
+      from,
+      { t: 'syncr', e: this.view.epoch, p: s.p, committed: s.committed, entries: this.historyAfter(s, msg.committed), ids: this.idsAfter(s, msg.committed), level: s.level },
+      true,
+    );
   }
 
   private historyAfter(s: PartitionState, after: number): Entry[] {
@@ -710,8 +736,15 @@ export class Replica {
   private onSyncReply(from: string, msg: Extract<DataMsg, { t: 'syncr' }>): void {
     const s = this.member(msg.p, msg.e);
     if (s === undefined || s.ready) return;
-    const pulled = this.predecessorOf(msg.p) === from && this.successorOf(msg.p) === undefined;
+    const chain = servingChain(this.ring, this.view, msg.p);
+    const pulled = this.successorOf(msg.p) === undefined && chain.includes(from) && from !== this.self;
     if (!pulled && this.successorOf(msg.p) !== from) return;
+    if (pulled && !s.pulls.has(from)) {
+      // Collected; tickMember picks the answer to apply.
+      s.pulls.set(from, { from, msg });
+      if (!msg.level) return;
+    }
+    for (const [id, seq] of msg.ids) this.recent.set(id, { p: s.p, seq, existed: true });
     // 1. What we hold and the source committed is committed.
     const upTo = Math.min(msg.committed, s.last);
     while (s.pending.length > 0 && s.pending[0]!.seq <= upTo) this.commitEntry(s, s.pending.shift()!);
@@ -752,12 +785,16 @@ export class Replica {
     if (s === undefined || !s.ready || this.view.states[from] !== 'joining') return;
     const limit = Math.max(1, Math.min(msg.limit, 50_000));
     const entries = this.store.changesAfter(s.p, msg.after, limit);
-    this.send(from, { t: 'cur', e: this.view.epoch, p: s.p, committed: s.committed, entries, more: entries.length >= limit });
+    const more = entries.length >= limit;
+    const upTo = more ? entries[entries.length - 1]!.seq : s.committed;
+    const ids = this.idsAfter(s, msg.after).filter(([, seq]) => seq <= upTo);
+    this.send(from, { t: 'cur', e: this.view.epoch, p: s.p, committed: s.committed, entries, more, ids });
   }
 
   private onCatchupReply(from: string, msg: Extract<DataMsg, { t: 'cur' }>): void {
     const s = this.parts.get(msg.p);
     if (s === undefined || s.mode !== 'catchup' || msg.e !== this.view.epoch || s.caught) return;
+    for (const [id, seq] of msg.ids) this.recent.set(id, { p: s.p, seq, existed: true });
     for (const entry of msg.entries) if (entry.seq > s.committed) this.store.commit(s.p, entry);
     const lastSeq = msg.entries.length > 0 ? msg.entries[msg.entries.length - 1]!.seq : s.committed;
     s.committed = s.last = Math.max(s.committed, lastSeq);

@@ -110,18 +110,29 @@ async function runNode(name: string, opts: ConfigOpts): Promise<void> {
   process.on('SIGTERM', stop);
 }
 
-function seedsFrom(opts: ConfigOpts & { node?: string }): string[] {
+function seedsFrom(opts: ClientOpts): string[] {
   if (opts.node !== undefined) return [opts.node];
   return configFrom(opts).nodes.map((n) => `http://${n.host}:${n.httpPort}`);
 }
 
-async function withClient<T>(opts: ConfigOpts & { node?: string }, fn: (c: ChainKvClient) => Promise<T>): Promise<T> {
+async function withClient<T>(opts: ClientOpts, fn: (c: ChainKvClient) => Promise<T>): Promise<T> {
   const client = await ChainKvClient.connect(seedsFrom(opts));
   try {
     return await fn(client);
   } finally {
     client.close();
   }
+}
+
+type ClientOpts = ConfigOpts & { node?: string };
+
+function isReserved(key: string): boolean {
+  return key === '*' || key === '@';
+}
+
+/** Refuses a command line before any request is sent (exit status 2, like a request error). */
+function refuse(message: string): Promise<never> {
+  return Promise.reject(new ChainKvError(0, 'KV_ERR_BAD_REQUEST', message));
 }
 
 function clientCommand(cmd: Command): Command {
@@ -137,30 +148,43 @@ export function buildCli(): Command {
     .requiredOption('--name <name>', 'node name (default cluster: 5554, 5556, 5558, 5560, 5562)')
     .action((o: ConfigOpts & { name: string }) => runNode(o.name, o));
   clientCommand(program.command('put').argument('<key>').argument('<value>').description('insert or overwrite a key')).action(
-    (key: string, value: string, o: ConfigOpts) =>
-      withClient(o, async (c) => {
+    (key: string, value: string, o: ClientOpts) => {
+      if (isReserved(key)) return refuse(`the keys "*" and "@" are reserved (they mean all pairs and a node's pairs) and cannot be written`);
+      return withClient(o, async (c) => {
         await c.put(key, value);
         console.log('OK');
-      }),
+      });
+    },
   );
-  clientCommand(program.command('get').argument('<key>').description('print the value of a key')).action((key: string, o: ConfigOpts) =>
-    withClient(o, async (c) => {
+  clientCommand(program.command('get').argument('<key>').description('print the value of a key')).action((key: string, o: ClientOpts) => {
+    if (isReserved(key)) return refuse(`"${key}" is not a key: list every pair with "chainkv all", a node's pairs with "chainkv local NODE"`);
+    return withClient(o, async (c) => {
       const v = await c.get(key);
       if (v === null) {
         console.error(`(not found) ${key}`);
         process.exitCode = 1;
       } else process.stdout.write(v.toString('utf8') + '\n');
-    }),
-  );
-  clientCommand(program.command('del').argument('<key>').description('delete a key ("*": every key in the cluster)')).action(
-    (key: string, o: ConfigOpts) =>
-      withClient(o, async (c) => {
-        if (key === '*') {
-          await c.deleteAll();
-          console.log('deleted every key');
-        } else console.log((await c.del(key)) ? 'deleted' : '(did not exist)');
-      }),
-  );
+    });
+  });
+  clientCommand(
+    program
+      .command('del')
+      .argument('<key>')
+      .description('delete a key ("*": every pair in the cluster; "@" with --node URL: every pair stored on that node, from every replica)'),
+  ).action((key: string, o: ClientOpts) => {
+    if (key === '@' && o.node === undefined) {
+      return refuse('"del @" deletes every pair stored on one node: name the node with --node URL (e.g. chainkv del @ --node http://127.0.0.1:8001)');
+    }
+    return withClient(o, async (c) => {
+      if (key === '*') {
+        await c.deleteAll();
+        console.log('deleted every key');
+      } else if (key === '@') {
+        await c.deleteLocal(c.seedNode);
+        console.log(`deleted every pair stored on node ${c.seedNode} (its partitions, on every replica)`);
+      } else console.log((await c.del(key)) ? 'deleted' : '(did not exist)');
+    });
+  });
   clientCommand(program.command('all').description('print every pair in the cluster (query "*")')).action((o: ConfigOpts) =>
     withClient(o, async (c) => {
       let n = 0;

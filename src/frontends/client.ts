@@ -37,13 +37,37 @@ type Bytes = string | Uint8Array;
 
 const toBuf = (b: Bytes): Buffer => (typeof b === 'string' ? Buffer.from(b, 'utf8') : Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
+/**
+ * The HTTP path of a single key: `/kv64/{base64url}`, which carries any bytes exactly (a key
+ * in `/kv/{key}` is taken as UTF-8 text, and `.`/`..` path segments would be normalized).
+ */
+export function keyPath(key: Bytes): string {
+  return `/kv64/${toBuf(key).toString('base64url')}`;
+}
+
+/** Refuses the one-byte keys `*` and `@`, which name listings, not keys. */
+export function checkNotReserved(key: Bytes): void {
+  const k = toBuf(key);
+  if (k.length === 1 && (k[0] === 0x2a || k[0] === 0x40)) {
+    throw new ChainKvError(
+      0,
+      'KV_ERR_BAD_REQUEST',
+      `the keys "*" and "@" are reserved (they mean all pairs and a node's pairs): use all()/deleteAll() or local(node)/deleteLocal(node)`,
+    );
+  }
+}
+
 export class ChainKvClient {
   private readonly agent = new Agent({ keepAlive: true, maxSockets: 64 });
   private ring: Ring;
   private endpoints: Map<string, string>;
   private chains: string[][];
 
+  /** Name of the node that answered `connect` (the seed's own name). */
+  readonly seedNode: string;
+
   private constructor(info: ClusterInfo) {
+    this.seedNode = info.self;
     this.ring = new Ring(
       info.nodes.map((n) => n.name),
       info.replication,
@@ -76,11 +100,15 @@ export class ChainKvClient {
     return this.chains[this.ring.partitionOf(toBuf(key))] ?? [];
   }
 
+  /** Inserts or overwrites. The reserved keys `*` and `@` are refused (KV_ERR_BAD_REQUEST). */
   async put(key: Bytes, value: Bytes): Promise<void> {
+    checkNotReserved(key);
     await this.keyed('PUT', key, this.chainOf(key)[0], toBuf(value));
   }
 
+  /** The value, or null if absent. The reserved keys `*` and `@` are refused: use all()/local(). */
   async get(key: Bytes): Promise<Buffer | null> {
+    checkNotReserved(key);
     const chain = this.chainOf(key);
     try {
       return (await this.keyed('GET', key, chain[chain.length - 1])).body;
@@ -90,8 +118,9 @@ export class ChainKvClient {
     }
   }
 
-  /** Deletes; resolves with whether the key existed. */
+  /** Deletes; resolves with whether the key existed. `*` and `@` are refused: use deleteAll()/deleteLocal(). */
   async del(key: Bytes): Promise<boolean> {
+    checkNotReserved(key);
     const r = await this.keyed('DELETE', key, this.chainOf(key)[0]);
     return (JSON.parse(r.body.toString('utf8')) as { deleted: boolean }).deleted;
   }
@@ -106,10 +135,12 @@ export class ChainKvClient {
     return this.listing('local', node, pageSize);
   }
 
+  /** Deletes every pair in the cluster (`*`). */
   async deleteAll(): Promise<void> {
     await this.any('DELETE', '/kv?scope=all');
   }
 
+  /** Deletes `@` on node `node` (a name): its partitions, from every replica. */
   async deleteLocal(node: string): Promise<void> {
     await this.at(node, 'DELETE', '/kv?scope=local');
   }
@@ -137,8 +168,7 @@ export class ChainKvClient {
   }
 
   private keyed(method: string, key: Bytes, preferred: string | undefined, body?: Buffer): Promise<Reply> {
-    const path = `/kv/${encodeURIComponent(toBuf(key).toString('utf8'))}`;
-    return this.any(method, path, body, preferred);
+    return this.any(method, keyPath(key), body, preferred);
   }
 
   /** Sends to the preferred node, falling back to the others on connection failure. */

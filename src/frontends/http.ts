@@ -8,10 +8,10 @@ import type { KvApi, Pair } from '../runtime/api.ts';
 import { DEFAULT_PAGE } from '../runtime/api.ts';
 
 /**
- * HTTP/JSON front end (node:http, keep-alive). Single keys carry raw bytes in the body, so
- * values are binary-safe (`curl --data-binary`); listings are JSON with values as UTF-8 or
- * base64 (`?encoding=base64`). Errors are JSON `{ "error": { "code", "message" } }` with a
- * status code from one table. See docs/api.md.
+ * HTTP/JSON front end (node:http, keep-alive). A single key is `/kv/{key}` (UTF-8 text) or
+ * `/kv64/{base64url}` (any bytes); values are raw bytes in the body, so they are binary-safe
+ * (`curl --data-binary`); listings are JSON with values as UTF-8 or base64 (`?encoding=base64`).
+ * Errors are JSON `{ "error": { "code", "message" } }` with a status code from one table. See docs/api.md.
  */
 
 /** Error code -> HTTP status, in one table. */
@@ -78,33 +78,19 @@ export class HttpServer {
     const path = url.pathname;
     const method = req.method ?? 'GET';
 
+    if (path.startsWith('/kv64/')) {
+      // Binary-safe form: the key is base64url, taken byte for byte (no listing aliases).
+      return this.single(req, res, method, this.key64From(path.slice(6)), '/kv64/{base64url}');
+    }
     if (path.startsWith('/kv/') && path !== '/kv/') {
       const key = this.keyFrom(path.slice(4));
       if (key.length === 1 && (key[0] === 0x2a || key[0] === 0x40)) {
+        // Writing a reserved key is refused as on RESP (400), not as a method of the listing.
+        if (method === 'PUT' || method === 'POST') this.api.checkWriteKey(key);
         // /kv/* and /kv/@ are the same as /kv?scope=all|local.
         return this.listing(req, res, url, method, key[0] === 0x2a ? 'all' : 'local');
       }
-      switch (method) {
-        case 'GET':
-        case 'HEAD': {
-          const value = await this.api.get(key);
-          if (value === null) throw new HttpError(404, 'KV_ERR_NOT_FOUND', `key not found`);
-          res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': value.length });
-          res.end(method === 'HEAD' ? undefined : value);
-          return;
-        }
-        case 'PUT':
-        case 'POST': {
-          this.api.checkWriteKey(key);
-          const value = await this.body(req, this.api.maxValueBytes);
-          await this.api.put(key, value);
-          return this.json(res, 200, { ok: true });
-        }
-        case 'DELETE':
-          return this.json(res, 200, { ok: true, deleted: await this.api.del(key) });
-        default:
-          throw new HttpError(405, 'KV_ERR_METHOD', `method ${method} is not allowed on /kv/{key} (use GET, PUT or DELETE)`);
-      }
+      return this.single(req, res, method, key, '/kv/{key}');
     }
     if (path === '/kv' || path === '/kv/') {
       const scope = url.searchParams.get('scope') ?? 'all';
@@ -128,10 +114,35 @@ export class HttpServer {
         return this.json(res, 200, {
           name: 'chainkv',
           node: this.api.node.name,
-          endpoints: ['/kv/{key}', '/kv?scope=all|local&limit=&cursor=&encoding=utf8|base64', '/cluster', '/health', '/metrics'],
+          endpoints: ['/kv/{key}', '/kv64/{base64url key}', '/kv?scope=all|local&limit=&cursor=&encoding=utf8|base64', '/cluster', '/health', '/metrics'],
         });
       default:
         throw new HttpError(404, 'KV_ERR_NOT_FOUND', `no endpoint ${path}`);
+    }
+  }
+
+  /** GET/HEAD, PUT/POST or DELETE of one key. */
+  private async single(req: IncomingMessage, res: ServerResponse, method: string, key: Buffer, shape: string): Promise<void> {
+    switch (method) {
+      case 'GET':
+      case 'HEAD': {
+        const value = await this.api.get(key);
+        if (value === null) throw new HttpError(404, 'KV_ERR_NOT_FOUND', `key not found`);
+        res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': value.length });
+        res.end(method === 'HEAD' ? undefined : value);
+        return;
+      }
+      case 'PUT':
+      case 'POST': {
+        this.api.checkWriteKey(key);
+        const value = await this.body(req, this.api.maxValueBytes);
+        await this.api.put(key, value);
+        return this.json(res, 200, { ok: true });
+      }
+      case 'DELETE':
+        return this.json(res, 200, { ok: true, deleted: await this.api.del(key) });
+      default:
+        throw new HttpError(405, 'KV_ERR_METHOD', `method ${method} is not allowed on ${shape} (use GET, PUT or DELETE)`);
     }
   }
 
@@ -167,6 +178,17 @@ export class HttpServer {
       throw new HttpError(400, ErrorCodes.BAD_REQUEST, 'the key in the path is not valid percent-encoding');
     }
     const key = Buffer.from(s, 'utf8');
+    this.api.checkKey(key);
+    return key;
+  }
+
+  /** The key of `/kv64/{base64url}`: unpadded or padded base64url, canonical, any bytes. */
+  private key64From(raw: string): Buffer {
+    const s = raw.replace(/(?:=|%3D){1,2}$/i, '');
+    const key = /^[A-Za-z0-9_-]*$/.test(s) && s.length % 4 !== 1 ? Buffer.from(s, 'base64url') : null;
+    if (key === null || key.toString('base64url') !== s) {
+      throw new HttpError(400, ErrorCodes.BAD_REQUEST, 'the key in a /kv64/ path must be base64url (RFC 4648 §5: A-Z a-z 0-9 - _, padding optional)');
+    }
     this.api.checkKey(key);
     return key;
   }

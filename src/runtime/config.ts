@@ -79,6 +79,9 @@ export class ConfigError extends Error {
 }
 
 const KNOWN = new Set(Object.keys(defaultConfig()));
+const NODE_FIELDS = ['name', 'host', 'httpPort', 'respPort', 'peerPort'];
+/** pino's levels. */
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 /** Reads a JSON config file over the defaults and validates the result. */
 export function loadConfig(file?: string, overrides: Partial<ClusterConfig> = {}): ClusterConfig {
@@ -109,10 +112,19 @@ function validate(cfg: ClusterConfig): void {
   const fail = (m: string): never => {
     throw new ConfigError(m);
   };
+  if (typeof cfg.cluster !== 'string' || cfg.cluster === '') fail(`"cluster" must be a non-empty string, got ${JSON.stringify(cfg.cluster)}`);
+  if (typeof cfg.dataDir !== 'string' || cfg.dataDir === '') fail(`"dataDir" must be a non-empty string, got ${JSON.stringify(cfg.dataDir)}`);
+  if (typeof cfg.logLevel !== 'string' || !LOG_LEVELS.includes(cfg.logLevel)) {
+    fail(`"logLevel" must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(cfg.logLevel)}`);
+  }
   if (!Array.isArray(cfg.nodes) || cfg.nodes.length === 0) fail('"nodes" must be a non-empty list');
   const names = new Set<string>();
   const endpoints = new Set<string>();
-  for (const n of cfg.nodes) {
+  for (const [i, n] of cfg.nodes.entries()) {
+    if (typeof n !== 'object' || n === null || Array.isArray(n)) fail(`nodes[${i}] must be an object with ${NODE_FIELDS.join(', ')}`);
+    for (const k of Object.keys(n)) {
+      if (!NODE_FIELDS.includes(k)) fail(`nodes[${i}]: unknown field "${k}" (a node has ${NODE_FIELDS.join(', ')})`);
+    }
     if (typeof n.name !== 'string' || n.name === '') fail('every node needs a "name"');
     if (names.has(n.name)) fail(`node name "${n.name}" appears twice`);
     names.add(n.name);

@@ -406,7 +406,14 @@ export class PeerTransport {
     // Write eagerly before the queue bound could drop frames from a writable connection.
     this.flushFrames = Math.min(MAX_WRITE_BATCH_FRAMES, this.maxQueueMessages);
     this.flushBytes = Math.min(MAX_WRITE_BATCH_BYTES, this.maxQueueBytes);
-    this.log = (opts.logger ?? pino({ level: 'silent' })).child({ component: 'transport', node: opts.self });
+    // Bind `component` and `node` unless the given logger already carries them (pino would
+    // repeat a key bound twice in every line).
+    const base = opts.logger ?? pino({ level: 'silent' });
+    const bound = base.bindings();
+    const fields: Record<string, string> = {};
+    if (!('component' in bound)) fields.component = 'transport';
+    if (!('node' in bound)) fields.node = opts.self;
+    this.log = Object.keys(fields).length === 0 ? base : base.child(fields);
     this.helloFrame = encodeFrame({ t: 'hello', from: opts.self, cluster: opts.cluster } satisfies Hello);
     for (const [name, addr] of Object.entries(opts.peers)) {
       if (name === this.self) continue;

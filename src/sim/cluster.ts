@@ -29,6 +29,8 @@ export interface SimOptions {
   clockDrift?: number;
   /** Keep the nodes' log outputs (for debugging a seed). */
   keepLogs?: boolean;
+  /** Record every delivered message that mentions this key (and every view change) in `logs`. */
+  traceKey?: string;
 }
 
 type Event =
@@ -132,6 +134,7 @@ export class SimCluster {
       tickMs: 10,
       clockDrift: 0,
       keepLogs: false,
+      traceKey: '',
       ...opts,
     };
     this.rng = new Prng(opts.seed);
@@ -344,6 +347,7 @@ export class SimCluster {
 
   private deliver(node: SimNode, e: Extract<Event, { kind: 'deliver' }>): void {
     this.stats.delivered++;
+    if (this.opts.traceKey !== '') this.trace(e.from, node.name, e.msg);
     this.input(node, () => node.replica.step(this.localTime(node), { type: 'message', from: e.from, msg: e.msg }));
   }
 
@@ -390,6 +394,24 @@ export class SimCluster {
     const at = Math.max(this.now + lo + this.rng.next() * (hi - lo), this.linkClock.get(link) ?? 0);
     this.linkClock.set(link, at);
     this.push({ at, kind: 'deliver', from: node.name, to: o.to, msg: o.msg, incarnation: to.incarnation });
+  }
+
+  private trace(from: string, to: string, msg: PeerMsg): void {
+    const key = this.opts.traceKey;
+    const show = (b: unknown): string => (Buffer.isBuffer(b) || b instanceof Uint8Array ? Buffer.from(b).toString() : String(b));
+    let line: string | null = null;
+    const m = msg as unknown as Record<string, unknown>;
+    const entries = (m.entries as { seq: number; kind: string; key: Buffer; value: Buffer | null; id: string }[] | undefined) ?? [];
+    const mine = entries.filter((x) => x.kind === 'clear' || show(x.key) === key);
+    const p = typeof m.p === 'number' ? m.p : -1;
+    const keyPart = this.ring.partitionOf(key);
+    if ((m.t === 'write' || m.t === 'read') && show(m.key) === key) line = `${m.t} id=${String(m.id)} e=${String(m.e)} ${m.t === 'write' ? `${String(m.kind)} ${show(m.value)}` : ''}`;
+    else if (m.t === 'rres' || m.t === 'wres') line = `${m.t} id=${String(m.id)} ${JSON.stringify(m.r, (_k, v: unknown) => (v !== null && typeof v === 'object' && (v as { type?: string }).type === 'Buffer' ? show(Buffer.from((v as { data: number[] }).data)) : v))}`;
+    else if (p === keyPart && (m.t === 'fwd' || m.t === 'syncr' || m.t === 'cur') && (mine.length > 0 || m.t !== 'fwd'))
+      line = `${m.t} e=${String(m.e)} p=${p}${m.committed !== undefined ? ` committed=${String(m.committed)}` : ''} ${mine.map((x) => `${x.seq}:${x.kind}:${show(x.value)}:${x.id}`).join(' ')}`;
+    else if (p === keyPart && (m.t === 'ack' || m.t === 'sync' || m.t === 'pull' || m.t === 'nack')) line = `${m.t} e=${String(m.e)} ${JSON.stringify({ seq: m.seq, committed: m.committed, from: m.from })}`;
+    else if (m.t === 'ae' && (m.entries as unknown[]).length > 0) line = `ae ${JSON.stringify((m.entries as { view: unknown }[]).map((x) => x.view))} commit=${String(m.commit)}`;
+    if (line !== null) this.logs.push(`${this.now.toFixed(2)} ${from}->${to} ${line}`);
   }
 
   // ------------------------------------------------------------------ clients
@@ -452,6 +474,21 @@ export class SimCluster {
         states.set(name, `${node.store.committedSeq(p)}|${pairs.join(',')}`);
       }
       out.set(p, states);
+    }
+    return out;
+  }
+
+  /** What keeps the cluster from being quiet, for diagnostics. */
+  busy(): string[] {
+    const out: string[] = [];
+    for (const n of this.nodes.values()) {
+      if (!n.up) continue;
+      if (n.replica.outstandingCount() > 0) out.push(`${n.name}: ${n.replica.outstandingCount()} client requests outstanding`);
+      for (const p of n.replica.partitions()) {
+        if (p.mode !== 'member' || p.pending > 0 || !p.ready) out.push(`${n.name} partition ${p.partition}: ${JSON.stringify(p)}`);
+      }
+      const v = n.replica.currentView;
+      out.push(`${n.name}: view ${v.epoch} ${JSON.stringify(v.states)} lease=${n.replica.hasLease()} ${JSON.stringify(n.replica.membershipStatus())}`);
     }
     return out;
   }

@@ -20,6 +20,7 @@ export interface RunOptions {
   dropRate?: number;
   clockDrift?: number;
   keepLogs?: boolean;
+  traceKey?: string;
 }
 
 export interface RunResult {
@@ -44,6 +45,7 @@ export function runSeed(opts: RunOptions): RunResult {
     dropRate: opts.dropRate ?? 0.002,
     clockDrift: opts.clockDrift ?? 0.01,
     keepLogs: opts.keepLogs ?? false,
+    traceKey: opts.traceKey ?? '',
   });
   const rng = sim.rng;
   const faults: string[] = [];
@@ -105,7 +107,7 @@ export function runSeed(opts: RunOptions): RunResult {
   sim.runUntil(until + 200);
   // Heal: wait until every node is up again and the chains are quiet.
   const settled = sim.runWhile(() => !sim.isQuiet() || sim.names.some((n) => Object.values(sim.node(n).replica.currentView.states).some((st) => st !== 'up')), 20_000);
-  if (!settled) problems.push('the cluster did not settle with every node up within 20 s of healing');
+  if (!settled) problems.push(`the cluster did not settle with every node up within 20 s of healing:\n    ${sim.busy().join('\n    ')}`);
   sim.finalReads(keys, sim.names[seed % 5]!);
   sim.runUntil(sim.now + 6000);
 

@@ -107,6 +107,8 @@ class CommandOrder {
 
 interface Conn {
   socket: Socket;
+  /** Per-server connection number, from 1 (CLIENT ID, HELLO's id). */
+  id: number;
   name: string | null;
   closing: boolean;
   order: CommandOrder;
@@ -193,6 +195,7 @@ export class RespServer {
   private readonly cursors = new CursorTable();
   private readonly conns = new Set<Socket>();
   private readonly log: Logger;
+  private nextConnId = 1;
   stats = { connections: 0, commands: 0, errors: 0 };
 
   constructor(
@@ -224,7 +227,7 @@ export class RespServer {
     this.stats.connections++;
     this.conns.add(socket);
     socket.setNoDelay(true);
-    const conn: Conn = { socket, name: null, closing: false, order: new CommandOrder() };
+    const conn: Conn = { socket, id: this.nextConnId++, name: null, closing: false, order: new CommandOrder() };
     const maxBulk = Math.max(this.api.maxValueBytes, this.api.maxKeyBytes) + 1024;
     const parser = new RespParser({
       maxBulkBytes: maxBulk,
@@ -386,15 +389,21 @@ export class RespServer {
       return OK;
     }, ONE_KEY);
     add('DEL', -2, ['write'], async (a) => {
+      // Check every key first, so that a bad key (e.g. "*") leaves nothing deleted.
+      for (const k of a.slice(1)) api.checkWriteKey(k);
       const existed = await Promise.all(a.slice(1).map((k) => api.del(k)));
       return { int: existed.filter(Boolean).length };
     }, ALL_KEYS);
     this.commands.set('UNLINK', this.commands.get('DEL')!);
     add('EXISTS', -2, ['readonly'], async (a) => {
+      for (const k of a.slice(1)) api.checkKey(k);
       const values = await Promise.all(a.slice(1).map((k) => api.get(k)));
       return { int: values.filter((v) => v !== null).length };
     }, ALL_KEYS);
-    add('MGET', -2, ['readonly'], async (a) => Promise.all(a.slice(1).map((k) => api.get(k))), ALL_KEYS);
+    add('MGET', -2, ['readonly'], async (a) => {
+      for (const k of a.slice(1)) api.checkKey(k);
+      return Promise.all(a.slice(1).map((k) => api.get(k)));
+    }, ALL_KEYS);
     add('MSET', -3, ['write'], async (a) => {
       if (a.length % 2 !== 1) return errArity('mset');
       // Check every pair first, so that a bad pair leaves nothing half-written.
@@ -437,20 +446,35 @@ export class RespServer {
       if (a[1]!.toString('latin1') !== '0') throw new RespError('DB index is out of range (only database 0 exists)');
       return OK;
     });
-    add('HELLO', -1, ['fast'], (a) => {
+    add('HELLO', -1, ['fast'], (a, c) => {
       const ver = a[1]?.toString('latin1');
       if (ver !== undefined && ver !== '2') throw new RespError('unsupported protocol version (only RESP2)', 'NOPROTO');
-      return ['server', 'chainkv', 'version', this.opts.version, 'proto', { int: 2 }, 'id', { int: 1 }, 'mode', 'cluster', 'role', 'master', 'modules', []];
+      // HELLO [2 [AUTH username password] [SETNAME name]]: check every option, then apply.
+      let auth = false;
+      let name: string | null | undefined;
+      for (let i = 2; i < a.length; i++) {
+        const opt = a[i]!.toString('latin1').toUpperCase();
+        if (opt === 'AUTH' && i + 2 < a.length) {
+          auth = true;
+          i += 2;
+        } else if (opt === 'SETNAME' && i + 1 < a.length) {
+          name = clientName(a[++i]!);
+        } else throw new RespError(`Syntax error in HELLO option '${a[i]!.toString('utf8').slice(0, 64)}'`);
+      }
+      if (auth) throw new RespError('AUTH is not supported (no users are configured)');
+      if (name !== undefined) c.name = name;
+      return ['server', 'chainkv', 'version', this.opts.version, 'proto', { int: 2 }, 'id', { int: c.id }, 'mode', 'cluster', 'role', 'master', 'modules', []];
     });
     add('CLIENT', -2, ['fast'], (a, c) => {
       const sub = a[1]!.toString('latin1').toUpperCase();
       if (sub === 'SETNAME') {
-        c.name = a[2]?.toString('utf8') ?? null;
+        if (a.length !== 3) errArity('client|setname');
+        c.name = clientName(a[2]!);
         return OK;
       }
       if (sub === 'GETNAME') return c.name;
       if (sub === 'SETINFO') return OK;
-      if (sub === 'ID') return { int: 1 };
+      if (sub === 'ID') return { int: c.id };
       throw new RespError(`unknown subcommand '${sub}' for CLIENT`);
     });
     add('INFO', -1, ['fast'], () => {
@@ -492,6 +516,15 @@ export class RespServer {
       });
     });
   }
+}
+
+/** A connection name as Redis takes it: empty clears it; no spaces, newlines or other special characters. */
+function clientName(arg: Buffer): string | null {
+  if (arg.length === 0) return null;
+  for (const byte of arg) {
+    if (byte < 0x21 || byte > 0x7e) throw new RespError('Client names cannot contain spaces, newlines or special characters.');
+  }
+  return arg.toString('latin1');
 }
 
 function errArity(cmd: string): never {
