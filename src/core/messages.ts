@@ -33,6 +33,8 @@ export type DataMsg =
    * asked one; `level` says whether the sender's history is known to hold its successor's.
    */
   | { t: 'syncr'; e: number; p: number; committed: number; entries: Entry[]; ids: [string, number][]; level: boolean }
+  /** predecessor -> successor: every canonical member has committed `floor`; tombstones up to it may go. */
+  | { t: 'gc'; e: number; p: number; floor: number }
   /** joining node -> tail: a page of committed changes after `after`. */
   | { t: 'cu'; e: number; p: number; after: number; limit: number }
   | { t: 'cur'; e: number; p: number; committed: number; entries: Entry[]; more: boolean; ids: [string, number][] };
@@ -132,6 +134,9 @@ export function parsePeerMsg(x: unknown, partitions: number, names: ReadonlySet<
       break;
     case 'syncr':
       ok = isNat(x.e) && p(x.p) && isNat(x.committed) && validEntries(x.entries) && validIds(x.ids) && typeof x.level === 'boolean';
+      break;
+    case 'gc':
+      ok = isNat(x.e) && p(x.p) && isNat(x.floor);
       break;
     case 'cu':
       ok = isNat(x.e) && p(x.p) && isNat(x.after) && isNat(x.limit);

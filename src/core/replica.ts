@@ -132,6 +132,9 @@ interface PartitionState {
   /** For progress output during catch-up. */
   catchupTarget: number;
   prunedAt: number;
+  /** Head: the last garbage-collection floor sent down the chain, and when. */
+  gcFloor: number;
+  gcAt: number;
   /** A tail that is not level: the answers to its pulls, by member. */
   pulls: Map<string, { from: string; msg: Extract<DataMsg, { t: 'syncr' }> }>;
 }
@@ -231,6 +234,8 @@ export class Replica {
         catchupTarget: 0,
         prunedAt: committed,
         pulls: new Map(),
+        gcFloor: 0,
+        gcAt: 0,
       });
       // Request ids of recent writes, from the log: a retry of a write committed before a
       // restart is recognised, not applied a second time.
@@ -525,6 +530,14 @@ export class Replica {
       s.progressAt = this.now;
       this.send(succ, { t: 'fwd', e, p: s.p, entries: s.pending.slice(0, 1000) });
     }
+    // Head: once a second, if every canonical member is in the chain, everything the head
+    // committed is committed (and durable) on all of them: tombstones up to it can go.
+    if (pred === undefined && s.committed > s.gcFloor && this.now - s.gcAt >= 1000 && chain.length === this.ring.replication) {
+      s.gcAt = this.now;
+      s.gcFloor = s.committed;
+      this.store.collectGarbage(s.p, s.gcFloor);
+      this.send(succ, { t: 'gc', e, p: s.p, floor: s.gcFloor }, true);
+    }
   }
 
   private tickCatchup(s: PartitionState): void {
@@ -559,6 +572,8 @@ export class Replica {
         return this.onPull(from, msg);
       case 'syncr':
         return this.onSyncReply(from, msg);
+      case 'gc':
+        return this.onGarbageCollect(from, msg);
       case 'cu':
         return this.onCatchupRequest(from, msg);
       case 'cur':
@@ -597,9 +612,9 @@ export class Replica {
     this.addWaiter(s, entry.seq, msg.id, msg.origin);
     this.appendPending(s, entry);
     if (chain.length === 1) {
+      // Alone in the chain: head and tail. Commits (in order) whenever it holds a lease.
       if (this.hasLease()) {
-        s.pending.shift();
-        this.commitEntry(s, entry);
+        while (s.pending.length > 0) this.commitEntry(s, s.pending.shift()!);
         this.releaseWaiters(s);
       }
     } else {
@@ -778,6 +793,16 @@ export class Replica {
     this.store.setCommittedSeq(s.p, seq);
     s.committed = seq;
     s.last = Math.max(s.last, seq);
+  }
+
+  private onGarbageCollect(from: string, msg: Extract<DataMsg, { t: 'gc' }>): void {
+    const s = this.member(msg.p, msg.e);
+    const chain = servingChain(this.ring, this.view, msg.p);
+    if (s === undefined || !s.ready || this.predecessorOf(msg.p) !== from || chain.length !== this.ring.replication) return;
+    const floor = Math.min(msg.floor, s.committed);
+    this.store.collectGarbage(s.p, floor);
+    const succ = this.successorOf(msg.p);
+    if (succ !== undefined) this.send(succ, { t: 'gc', e: this.view.epoch, p: s.p, floor }, true);
   }
 
   private onCatchupRequest(from: string, msg: Extract<DataMsg, { t: 'cu' }>): void {

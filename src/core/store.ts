@@ -50,6 +50,12 @@ export interface Store {
   recentRequests(partition: number, after: number): { id: string; seq: number }[];
   /** Drops the log rows of superseded versions with seq < below (their request ids are no longer needed). */
   pruneLog(partition: number, below: number): void;
+  /**
+   * Physically removes tombstones (and versions hidden by a clear) with seq <= floor, once
+   * every canonical member of the chain is known to have committed past them. Returns how
+   * many records were removed.
+   */
+  collectGarbage(partition: number, floor: number): number;
   /** Whether the latest write touching this key (or partition) is not yet known durable. */
   volatile(partition: number, key: Buffer): boolean;
 

@@ -223,6 +223,46 @@ export class LmdbStore implements Store {
     }
   }
 
+  /** Log position up to which garbage was collected, per partition (in memory; a restart rescans from 0). */
+  private readonly gcDone = new Map<number, number>();
+
+  collectGarbage(p: number, floor: number): number {
+    const from = this.gcDone.get(p) ?? 0;
+    if (floor <= from) return 0;
+    let removed = 0;
+    for (const { key, value } of this.log.getRange({ start: seqKey(p, from + 1), end: seqKey(p, floor + 1) })) {
+      const seq = key.readUIntBE(2, 6);
+      const kind = CODE_KIND[value.readUInt8(0)]!;
+      const idLen = value.readUInt8(1);
+      if (kind === 'clear') {
+        // Every version older than the clear is hidden: remove them for good.
+        for (const row of this.kv.getRange({ start: partitionStart(p), end: partitionStart(p + 1) })) {
+          const rec = decodeRec(row.value);
+          if (rec.seq < seq) {
+            this.kv.removeSync(row.key);
+            this.log.removeSync(seqKey(p, rec.seq));
+            removed++;
+          }
+        }
+        this.log.removeSync(key);
+        continue;
+      }
+      if (kind !== 'del') continue;
+      const k = kvKey(p, Buffer.from(value.subarray(2 + idLen)));
+      const raw = this.kv.getBinary(k);
+      if (raw !== undefined) {
+        const rec = decodeRec(raw);
+        if (rec.tombstone && rec.seq === seq) {
+          this.kv.removeSync(k);
+          removed++;
+        }
+      }
+      this.log.removeSync(key);
+    }
+    this.gcDone.set(p, floor);
+    return removed;
+  }
+
   volatile(p: number, key: Buffer): boolean {
     if (this.durability === 'process') return false;
     return this.recentKeys.has(`${p}:${key.toString('latin1')}`) || this.recentPartitions.has(p);
@@ -313,8 +353,8 @@ export class LmdbStore implements Store {
   }
 
   /** Number of live and dead records, for status output. */
-  stats(): { keys: number; logRows: number; pending: number } {
-    return { keys: this.kv.getCount(), logRows: this.log.getCount(), pending: this.pendingDb.getCount() };
+  stats(): { records: number; logRows: number; pending: number } {
+    return { records: this.kv.getCount(), logRows: this.log.getCount(), pending: this.pendingDb.getCount() };
   }
 
   async close(): Promise<void> {

@@ -92,6 +92,41 @@ export class MemoryStore implements Store {
     }
   }
 
+  collectGarbage(p: number, floor: number): number {
+    const log = this.log.get(p);
+    const kv = this.kv.get(p);
+    if (log === undefined) return 0;
+    let removed = 0;
+    for (const [seq, e] of [...log].sort((a, b) => a[0] - b[0])) {
+      if (seq > floor) break;
+      if (e.kind === 'clear') {
+        for (const [k, rec] of [...(kv ?? new Map<string, Entry>())]) {
+          if (rec.seq < seq) {
+            this.del(kv!, k);
+            this.del(log, rec.seq);
+            removed++;
+          }
+        }
+        this.del(log, seq);
+      } else if (e.kind === 'del') {
+        const k = e.key.toString('latin1');
+        if (kv?.get(k)?.seq === seq) {
+          this.del(kv, k);
+          removed++;
+        }
+        this.del(log, seq);
+      }
+    }
+    return removed;
+  }
+
+  /** Number of tombstones stored (for tests). */
+  tombstones(): number {
+    let n = 0;
+    for (const m of this.kv.values()) for (const e of m.values()) if (e.kind !== 'put') n++;
+    return n;
+  }
+
   volatile(): boolean {
     return false;
   }

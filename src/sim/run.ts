@@ -36,6 +36,15 @@ export interface RunResult {
 type Fault = 'crash' | 'pause' | 'isolate';
 
 export function runSeed(opts: RunOptions): RunResult {
+  try {
+    return runSeedUnchecked(opts);
+  } catch (err) {
+    // A failed invariant inside a core is a failure of the seed, not of the runner.
+    return { seed: opts.seed, ok: false, problems: [`exception: ${(err as Error).stack ?? String(err)}`], ops: 0, okOps: 0, faults: [], logs: [] };
+  }
+}
+
+function runSeedUnchecked(opts: RunOptions): RunResult {
   const seed = opts.seed;
   const duration = opts.durationMs ?? 6000;
   const keys = opts.keys ?? ['a', '0', 'x', 'k1', 'k2'];

@@ -161,3 +161,26 @@ describe('restarts (no writes meanwhile)', () => {
     for (const via of sim.names) assert.equal(get(sim, via, 'a'), 'new');
   });
 });
+
+describe('tombstones', () => {
+  test('are collected once every member has them, never while a member is away; deleted keys stay deleted', () => {
+    const sim = new SimCluster({ seed: 51 });
+    const keys = Array.from({ length: 40 }, (_, i) => `t-${i}`);
+    for (const k of keys) assert.ok(put(sim, '5554', k, 'v').ok);
+    // One member of the chain of "t-0" goes away; deletes happen while it is down.
+    const p = sim.ring.partitionOf('t-0');
+    const victim = sim.ring.canonicalChain(p)[1]!;
+    sim.crash(victim);
+    for (const k of keys) assert.ok(del(sim, '5556', k).ok);
+    sim.runUntil(sim.now + 3000);
+    const tombstonesOn = (name: string): number => sim.node(name).store.tombstones();
+    const head = sim.ring.canonicalChain(p)[0]!;
+    assert.ok(tombstonesOn(head) > 0, 'tombstones must stay while a member is down');
+    sim.restart(victim);
+    assert.ok(sim.runWhile(() => !sim.isQuiet() || Object.values(sim.node(victim).replica.currentView.states).some((st) => st !== 'up'), 10_000));
+    sim.runUntil(sim.now + 3000);
+    for (const name of sim.ring.canonicalChain(p)) assert.equal(tombstonesOn(name), 0, `tombstones left on ${name}`);
+    for (const k of keys) for (const via of sim.names) assert.equal(get(sim, via, k), null, `${k} via ${via}`);
+    assertConverged(sim);
+  });
+});
