@@ -215,9 +215,79 @@ export function buildCli(): Command {
       for (const p of info.partitions) {
         console.log(`  ${String(p.partition).padStart(3)} owner ${p.owner.padEnd(8)} ${(p.share * 100).toFixed(1).padStart(5)}%  ${p.serving.join(' -> ')}`);
       }
+      const cfg = info.configuration;
+      console.log(`configuration: leader ${cfg.leader ?? '(none known)'}, term ${cfg.term}, view ${info.epoch} (as seen by ${info.self})`);
+      for (const n of info.nodes) {
+        if (n.state === 'up') continue;
+        try {
+          const theirs = await c.cluster(n.name);
+          const progress = theirs.local.map((x) => `partition ${x.partition}: ${x.mode} ${x.committed}${x.catchupTarget !== undefined ? `/${x.catchupTarget}` : ''}`);
+          console.log(`  ${n.name} is ${n.state}: ${progress.join(', ')}`);
+        } catch {
+          console.log(`  ${n.name} is ${n.state} and does not answer`);
+        }
+      }
     }),
   );
+  clientCommand(program.command('verify').description('compare per-partition digests across the members of every chain'))
+    .option('--tries <n>', 'attempts while writes are in flight', '10')
+    .action((o: ConfigOpts & { tries: string }) => withClient(o, (c) => verify(c, Number(o.tries))));
   return program;
+}
+
+/**
+ * `chainkv verify`: asks every node for the digest of each partition it stores and compares
+ * the members of every chain. Members at different committed seqs are compared again (writes
+ * may be in flight) up to `tries` times. Exit code 1 if a chain's members differ.
+ */
+async function verify(c: ChainKvClient, tries: number): Promise<void> {
+  for (let attempt = 1; attempt <= tries; attempt++) {
+    const info = await c.cluster();
+    const byPartition = new Map<number, { node: string; committed: number; digest: string; keys: number; mode: string; pending: number }[]>();
+    const unreachable: string[] = [];
+    for (const n of info.nodes) {
+      try {
+        const d = await c.digests(n.name);
+        for (const x of d.partitions) byPartition.set(x.partition, [...(byPartition.get(x.partition) ?? []), x]);
+      } catch {
+        unreachable.push(n.name);
+      }
+    }
+    let differ = 0;
+    let unsettled = 0;
+    const lines: string[] = [];
+    for (const p of info.partitions) {
+      const members = (byPartition.get(p.partition) ?? []).filter((m) => m.mode === 'member');
+      const others = (byPartition.get(p.partition) ?? []).filter((m) => m.mode !== 'member').map((m) => `${m.node} (${m.mode})`);
+      const seqs = new Set(members.map((m) => m.committed));
+      const digests = new Set(members.map((m) => m.digest));
+      const busy = seqs.size > 1 || members.some((m) => m.pending > 0);
+      const note = others.length > 0 ? `; not compared: ${others.join(', ')}` : '';
+      if (digests.size <= 1 && !busy) {
+        lines.push(`  partition ${p.partition} (${p.chain.join(' -> ')}): ${members.length} members agree, ${members[0]?.keys ?? 0} keys at seq ${members[0]?.committed ?? 0}${note}`);
+      } else if (busy) {
+        unsettled++;
+        lines.push(`  partition ${p.partition}: writes in flight (seqs ${[...seqs].join(', ')})${note}`);
+      } else {
+        differ++;
+        lines.push(`  partition ${p.partition}: DIFFER at seq ${[...seqs][0]}: ${members.map((m) => `${m.node}=${m.digest.slice(0, 10)} (${m.keys} keys)`).join(', ')}${note}`);
+      }
+    }
+    if (unsettled > 0 && attempt < tries) {
+      await new Promise((r) => setTimeout(r, 300));
+      continue;
+    }
+    console.log(`verify (view ${info.epoch}${unreachable.length > 0 ? `, unreachable: ${unreachable.join(', ')}` : ''}):`);
+    for (const l of lines) console.log(l);
+    if (differ > 0) {
+      console.log(`${differ} partition(s) differ across their chain`);
+      process.exitCode = 1;
+    } else if (unsettled > 0) {
+      console.log(`${unsettled} partition(s) kept changing during ${tries} attempts; no difference seen`);
+      process.exitCode = 3;
+    } else console.log('all chains agree');
+    return;
+  }
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -1,6 +1,6 @@
 import { Agent, request } from 'node:http';
 import { Ring } from '../core/ring.ts';
-import type { ClusterInfo } from '../runtime/api.ts';
+import type { ClusterInfo, PartitionDigest } from '../runtime/api.ts';
 
 /**
  * A typed client that knows the ring: it reads the cluster layout from any node once, then
@@ -148,6 +148,12 @@ export class ChainKvClient {
   async cluster(node?: string): Promise<ClusterInfo> {
     const r = node === undefined ? await this.any('GET', '/cluster') : await this.at(node, 'GET', '/cluster');
     return JSON.parse(r.body.toString('utf8')) as ClusterInfo;
+  }
+
+  /** Per-partition digests of one node (for `chainkv verify`). */
+  async digests(node: string): Promise<{ node: string; epoch: number; partitions: PartitionDigest[] }> {
+    const r = await this.at(node, 'GET', '/digest');
+    return JSON.parse(r.body.toString('utf8')) as { node: string; epoch: number; partitions: PartitionDigest[] };
   }
 
   close(): void {

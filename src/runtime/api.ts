@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { ErrorCodes, KvError } from '../core/errors.ts';
 import type { ClientResult } from '../core/replica.ts';
 import { servingChain } from '../core/view.ts';
@@ -154,6 +155,36 @@ export class KvApi {
     for (const r of results) unwrap(r);
   }
 
+  /**
+   * A digest of each partition this node stores: SHA-1 over its live pairs in key order,
+   * with the committed seq it reflects. Members of a chain that agree have equal digests
+   * at equal seqs (`chainkv verify` compares them).
+   */
+  digests(): PartitionDigest[] {
+    const out: PartitionDigest[] = [];
+    const states = new Map(this.node.replica.partitions().map((x) => [x.partition, x]));
+    for (const p of this.node.ring.partitionsOf(this.node.name)) {
+      const h = createHash('sha1');
+      let keys = 0;
+      let after: Buffer | null = null;
+      for (;;) {
+        const page = this.node.store.scan(p, after, 10_000);
+        for (const kv of page) {
+          const len = Buffer.allocUnsafe(8);
+          len.writeUInt32BE(kv.key.length, 0);
+          len.writeUInt32BE(kv.value.length, 4);
+          h.update(len).update(kv.key).update(kv.value);
+          keys++;
+        }
+        if (page.length < 10_000) break;
+        after = page[page.length - 1]!.key;
+      }
+      const st = states.get(p);
+      out.push({ partition: p, node: this.node.name, mode: st?.mode ?? 'out', ready: st?.ready ?? false, committed: this.node.store.committedSeq(p), pending: st?.pending ?? 0, keys, digest: h.digest('hex') });
+    }
+    return out;
+  }
+
   /** Ring, chains and node states as this node sees them. */
   cluster(): ClusterInfo {
     const ring = this.node.ring;
@@ -179,8 +210,21 @@ export class KvApi {
         serving: servingChain(ring, view, p),
       })),
       local: this.node.replica.partitions(),
+      configuration: this.node.replica.membershipStatus(),
+      lease: this.node.replica.hasLease(),
     };
   }
+}
+
+export interface PartitionDigest {
+  partition: number;
+  node: string;
+  mode: string;
+  ready: boolean;
+  committed: number;
+  pending: number;
+  keys: number;
+  digest: string;
 }
 
 export interface ClusterInfo {
@@ -190,5 +234,10 @@ export interface ClusterInfo {
   replication: number;
   nodes: { name: string; position: string; state: string; http: string; resp: string; peer: string }[];
   partitions: { partition: number; owner: string; share: number; chain: string[]; serving: string[] }[];
-  local: { partition: number; committed: number; last: number; pending: number; ready: boolean }[];
+  /** This node's partitions: mode (member, catchup, out), committed seq, pending entries, readiness; catchupTarget while catching up. */
+  local: { partition: number; mode: string; committed: number; last: number; pending: number; ready: boolean; catchupTarget?: number }[];
+  /** This node's view of the configuration group: Raft role, term, leader, commit index; remaining read lease. */
+  configuration: { role: string; term: number; leader: string | null; commitIndex: number; logLength: number; leaseMs: number };
+  /** Whether this node holds a read lease on the current view. */
+  lease: boolean;
 }
