@@ -205,6 +205,8 @@ export class Membership {
   onMessage(from: string, msg: MembershipMsg, now: number): void {
     this.now = now;
     if (this.role === 'leader') this.lastHeard.set(from, now);
+    // Anything from a node proves it runs again (a new incarnation).
+    this.deadAt.delete(from);
     switch (msg.t) {
       case 'rv':
         return this.onRequestVote(from, msg);
@@ -313,7 +315,8 @@ export class Membership {
     this.leaderSince = this.now;
     this.nextIndex = new Map(this.host.names.map((n) => [n, this.lastIndex() + 1]));
     this.matchIndex = new Map(this.host.names.map((n) => [n, 0]));
-    this.lastHeard = new Map(this.host.names.map((n) => [n, this.now]));
+    // A node already proven dead stays so: it can be removed at once, not after detectMs.
+    this.lastHeard = new Map(this.host.names.map((n) => [n, this.deadAt.has(n) ? Math.min(this.now, this.deadAt.get(n)! - 1) : this.now]));
     this.joinRequests.clear();
     this.caughtUp.clear();
     // Commit an entry of our own term (Raft's rule), carrying the latest view unchanged.
