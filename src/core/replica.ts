@@ -602,7 +602,7 @@ export class Replica {
     const seen = this.recent.get(msg.id);
     if (seen !== undefined && seen.p === s.p && seen.seq <= s.last) {
       // A retry of a write this chain already ordered: answer once it is committed, never apply twice.
-      if (seen.seq <= s.committed) this.send(msg.origin, { t: 'wres', id: msg.id, r: { ok: true, existed: seen.existed } }, true);
+      if (seen.seq <= s.committed) this.send(msg.origin, { t: 'wres', id: msg.id, r: { ok: true, existed: seen.existed } });
       else this.addWaiter(s, seen.seq, msg.id, msg.origin);
       return;
     }
@@ -659,7 +659,7 @@ export class Replica {
       this.send(succ, { t: 'fwd', e: this.view.epoch, p: s.p, entries: passOn });
     } else if (duplicate && s.committed > 0) {
       // A retransmission of what we already hold: remind the sender how far commits went.
-      this.send(from, { t: 'ack', e: this.view.epoch, p: s.p, seq: s.committed }, true);
+      this.send(from, { t: 'ack', e: this.view.epoch, p: s.p, seq: s.committed });
     }
   }
 
@@ -670,8 +670,9 @@ export class Replica {
     if (upTo <= s.committed) return;
     while (s.pending.length > 0 && s.pending[0]!.seq <= upTo) this.commitEntry(s, s.pending.shift()!);
     s.progressAt = this.now;
+    // Upstream acks need no fsync here: the tail committed durably before its ack (§3.2).
     const pred = this.predecessorOf(s.p);
-    if (pred !== undefined) this.send(pred, { t: 'ack', e: this.view.epoch, p: s.p, seq: s.committed }, true);
+    if (pred !== undefined) this.send(pred, { t: 'ack', e: this.view.epoch, p: s.p, seq: s.committed });
     this.releaseWaiters(s);
   }
 
@@ -888,7 +889,7 @@ export class Replica {
       s.waiters.delete(seq);
       for (const w of list) {
         const seen = this.recent.get(w.id);
-        this.send(w.origin, { t: 'wres', id: w.id, r: { ok: true, existed: seen?.existed ?? true } }, true);
+        this.send(w.origin, { t: 'wres', id: w.id, r: { ok: true, existed: seen?.existed ?? true } });
       }
     }
   }
