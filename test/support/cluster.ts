@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEFAULT_NAMES } from '../../src/runtime/config.ts';
 import type { ClusterConfig, NodeAddress } from '../../src/runtime/config.ts';
+import { TcpProxy } from './proxy.ts';
 
 /**
  * Test harness: a real cluster of separate node processes on 127.0.0.1, each started with
@@ -42,15 +43,29 @@ export interface TestClusterOptions {
   settings?: Partial<Omit<ClusterConfig, 'nodes'>>;
   /** Print node logs to stderr (also: CHAINKV_TEST_LOGS=1). */
   logs?: boolean;
+  /**
+   * 'proxy': every peer connection goes through a TCP proxy of the harness, so that a node can
+   * be cut off from the others (`isolate` / `heal`) while its process keeps running. See
+   * `TestCluster.create`. Default 'none': nodes dial each other directly.
+   */
+  isolation?: 'none' | 'proxy';
 }
 
 export class TestCluster {
   readonly dir: string;
+  /** The cluster's configuration with every node's real ports (what clients and tools use). */
   readonly configFile: string;
   readonly config: ClusterConfig;
   private readonly procs = new Map<string, ChildProcess>();
   private readonly logs: boolean;
   readonly output = new Map<string, string[]>();
+  /** Every node process exit so far, in order (killed, stopped or crashed). */
+  readonly exits: { name: string; pid: number | undefined; code: number | null; signal: NodeJS.Signals | null; at: number }[] = [];
+  /** isolation 'proxy': one proxy per ordered pair, keyed "from>to". */
+  private readonly proxies = new Map<string, TcpProxy>();
+  /** isolation 'proxy': the config file each node is started with. */
+  private readonly nodeConfigFiles = new Map<string, string>();
+  private readonly isolated = new Set<string>();
 
   private constructor(dir: string, config: ClusterConfig, logs: boolean) {
     this.dir = dir;
@@ -91,7 +106,101 @@ export class TestCluster {
       logLevel: 'info',
       ...opts.settings,
     };
-    return new TestCluster(dir, config, opts.logs ?? process.env.CHAINKV_TEST_LOGS === '1');
+    const cluster = new TestCluster(dir, config, opts.logs ?? process.env.CHAINKV_TEST_LOGS === '1');
+    if (opts.isolation === 'proxy') await cluster.setUpProxies();
+    return cluster;
+  }
+
+  /**
+   * Network isolation without touching the nodes (isolation: 'proxy').
+   *
+   * chainkv's peer transport has one TCP connection per ordered pair of nodes, dialed by the
+   * sender to the peerPort its config names for the receiver. For every ordered pair X->Y the
+   * harness runs a TcpProxy (test/support/proxy.ts) that listens on a port of its own and
+   * forwards to Y's real peer port. Each node gets its own config file (node-X.json in the
+   * cluster dir): its own entry keeps its real peerPort (where it listens), and every other
+   * node Y's entry has peerPort = the port of proxy X->Y. Everything else (names, HTTP/RESP
+   * ports, cluster id, data dir, settings) is identical to cluster.json, so every node sees the
+   * same ring. So all of X's traffic to Y goes through proxy X->Y and nothing else.
+   *
+   * `isolate(X)` blocks every proxy into and out of X: existing peer connections are cut, and
+   * redials are accepted and then held silently (never refused, since chainkv takes a refused
+   * connection as proof that the process is dead). X keeps running and keeps serving its
+   * clients (RESP/HTTP are not proxied); it just hears nothing from its peers and they hear
+   * nothing from it. `heal(X)` unblocks them: held connections are dropped, the dialers
+   * reconnect through the proxies. The proxies also mirror their target's process: while Y is
+   * not running (and the link is not blocked) proxy X->Y does not listen, so X's dial is
+   * refused just as it would be without the proxy.
+   *
+   * The proxies run in the test process: a test that blocks its event loop for long stalls the
+   * cluster's network.
+   */
+  private async setUpProxies(): Promise<void> {
+    for (const from of this.names) {
+      for (const to of this.names) {
+        if (from === to) continue;
+        const proxy = new TcpProxy(this.node(to).peerPort, `${from}->${to}`);
+        await proxy.start();
+        this.proxies.set(`${from}>${to}`, proxy);
+      }
+    }
+    for (const self of this.names) {
+      const nodes = this.config.nodes.map((n) => (n.name === self ? { ...n } : { ...n, peerPort: this.proxy(self, n.name).port }));
+      const file = join(this.dir, `node-${self}.json`);
+      writeFileSync(file, JSON.stringify({ ...this.config, nodes }, null, 2));
+      this.nodeConfigFiles.set(self, file);
+    }
+  }
+
+  get isolation(): 'none' | 'proxy' {
+    return this.proxies.size > 0 ? 'proxy' : 'none';
+  }
+
+  /** The proxy carrying `from`'s traffic to `to` (isolation 'proxy'). */
+  proxy(from: string, to: string): TcpProxy {
+    const p = this.proxies.get(`${from}>${to}`);
+    if (p === undefined) throw new Error(this.proxies.size === 0 ? 'the cluster was not created with isolation: \'proxy\'' : `no proxy ${from}->${to}`);
+    return p;
+  }
+
+  /** The config file node `name` is started with. */
+  configFileOf(name: string): string {
+    return this.nodeConfigFiles.get(name) ?? this.configFile;
+  }
+
+  /** Cuts every peer link into and out of the node (it keeps running and serving its clients). */
+  isolate(name: string): void {
+    this.node(name);
+    for (const other of this.names) {
+      if (other === name) continue;
+      this.proxy(name, other).block();
+      this.proxy(other, name).block();
+    }
+    this.isolated.add(name);
+  }
+
+  /** Restores the peer links of an isolated node (links to another isolated node stay cut). */
+  heal(name: string): void {
+    this.node(name);
+    this.isolated.delete(name);
+    for (const other of this.names) {
+      if (other === name || this.isolated.has(other)) continue;
+      this.proxy(name, other).unblock();
+      this.proxy(other, name).unblock();
+    }
+  }
+
+  /** Heals every isolated node. */
+  healAll(): void {
+    for (const n of [...this.isolated]) this.heal(n);
+  }
+
+  isIsolated(name: string): boolean {
+    return this.isolated.has(name);
+  }
+
+  private proxiesInto(name: string): TcpProxy[] {
+    return this.names.filter((n) => n !== name && this.proxies.has(`${n}>${name}`)).map((n) => this.proxy(n, name));
   }
 
   node(name: string): NodeAddress {
@@ -116,7 +225,8 @@ export class TestCluster {
 
   async startNode(name: string): Promise<void> {
     if (this.procs.has(name)) throw new Error(`node ${name} is already running`);
-    const child = spawn(process.execPath, [BIN, 'node', '--config', this.configFile, '--name', name], {
+    await Promise.all(this.proxiesInto(name).map((p) => p.targetUp()));
+    const child = spawn(process.execPath, [BIN, 'node', '--config', this.configFileOf(name), '--name', name], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.procs.set(name, child);
@@ -130,8 +240,14 @@ export class TestCluster {
     };
     child.stdout!.on('data', collect);
     child.stderr!.on('data', collect);
-    child.on('exit', () => {
-      if (this.procs.get(name) === child) this.procs.delete(name);
+    child.on('exit', (code, signal) => {
+      this.exits.push({ name, pid: child.pid, code, signal, at: Date.now() });
+      lines.push(`[harness] process ${child.pid ?? '?'} exited (${signal ?? `code ${code}`})`);
+      if (this.logs) process.stderr.write(`[${name}] [harness] exited (${signal ?? `code ${code}`})\n`);
+      if (this.procs.get(name) === child) {
+        this.procs.delete(name);
+        for (const p of this.proxiesInto(name)) p.targetDown();
+      }
     });
     await this.waitHealthy(name, 20_000);
   }
@@ -205,6 +321,7 @@ export class TestCluster {
 
   async destroy(): Promise<void> {
     await this.stop();
+    await Promise.all([...this.proxies.values()].map((p) => p.close()));
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
