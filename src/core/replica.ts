@@ -5,6 +5,7 @@ import type { MembershipState, MembershipTiming } from './membership.ts';
 import type { DataMsg, PeerMsg, Result } from './messages.ts';
 import { isMembershipMsg } from './messages.ts';
 import type { Ring } from './ring.ts';
+import { KEEP_LOG_SEQS } from './store.ts';
 import type { Entry, EntryKind, LocalKeyValue, Store } from './store.ts';
 import { initialView, servingChain } from './view.ts';
 import type { View } from './view.ts';
@@ -86,11 +87,7 @@ export interface ReplicaConfig {
   dedupWindow?: number;
 }
 
-/**
- * Log rows of superseded versions are kept for this many seqs per partition: they carry the
- * request ids a restarted node needs to recognise retries of writes it committed before.
- */
-const KEEP_LOG_SEQS = 200_000;
+
 
 interface Waiter {
   id: string;
@@ -482,7 +479,7 @@ export class Replica {
     for (const s of this.parts.values()) {
       if (s.committed - s.prunedAt > KEEP_LOG_SEQS / 10) {
         s.prunedAt = s.committed;
-        this.store.pruneLog(s.p, s.committed - KEEP_LOG_SEQS);
+        if (s.committed > KEEP_LOG_SEQS) this.store.pruneLog(s.p, s.committed - KEEP_LOG_SEQS);
       }
       if (s.mode === 'member') this.tickMember(s);
       else if (s.mode === 'catchup') {

@@ -8,6 +8,13 @@
  */
 import type { MembershipState } from './membership.ts';
 
+/**
+ * Log rows of superseded versions are kept for this many seqs per partition: they carry the
+ * request ids a restarted node needs to recognise retries of writes it committed before.
+ * A store may drop the row of a version superseded by a write this many seqs newer at once.
+ */
+export const KEEP_LOG_SEQS = 200_000;
+
 export type EntryKind = 'put' | 'del' | 'clear';
 
 /** One change in a partition's history, ordered by `seq` (contiguous per partition, assigned by the head). */
@@ -48,7 +55,10 @@ export interface Store {
   changesAfter(partition: number, after: number, limit: number): Entry[];
   /** Request ids of committed entries with seq > after (superseded versions included, until pruned), in seq order. */
   recentRequests(partition: number, after: number): { id: string; seq: number }[];
-  /** Drops the log rows of superseded versions with seq < below (their request ids are no longer needed). */
+  /**
+   * Drops the log rows of superseded versions with seq < below (their request ids are no
+   * longer needed). Called with increasing `below`; a store may remember how far it got.
+   */
   pruneLog(partition: number, below: number): void;
   /**
    * Physically removes tombstones (and versions hidden by a clear) with seq <= floor, once

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { open } from 'lmdb';
 import type { Database, RootDatabase } from 'lmdb';
 import type { MembershipState } from '../core/membership.ts';
+import { KEEP_LOG_SEQS } from '../core/store.ts';
 import type { Entry, EntryKind, KeyValue, LocalKeyValue, Store } from '../core/store.ts';
 
 /**
@@ -214,13 +215,16 @@ export class LmdbStore implements Store {
   }
 
   pruneLog(p: number, below: number): void {
-    for (const { key, value } of this.log.getRange({ start: seqKey(p, 0), end: seqKey(p, below) })) {
+    const from = (this.meta.get(`q:${p}`) as number | undefined) ?? 0;
+    if (below <= from) return;
+    for (const { key, value } of this.log.getRange({ start: seqKey(p, from), end: seqKey(p, below) })) {
       const kind = CODE_KIND[value.readUInt8(0)]!;
       if (kind === 'clear') continue;
       const idLen = value.readUInt8(1);
       const raw = this.kv.getBinary(kvKey(p, Buffer.from(value.subarray(2 + idLen))));
       if (raw === undefined || decodeRec(raw).seq !== key.readUIntBE(2, 6)) this.log.removeSync(key);
     }
+    this.meta.putSync(`q:${p}`, below);
   }
 
   /** Log position up to which garbage was collected, per partition (in memory; a restart rescans from 0). */
@@ -283,8 +287,15 @@ export class LmdbStore implements Store {
       this.meta.putSync(`x:${p}`, entry.seq);
     } else {
       // The superseded version's log row stays until pruneLog: it keeps its request id
-      // for retries (a new head must recognise them), and changesAfter skips it.
-      this.kv.putSync(kvKey(p, entry.key), encodeRec(entry));
+      // for retries (a new head must recognise them), and changesAfter skips it. A row
+      // already beyond the dedup horizon goes now (pruneLog only scans forward).
+      const k = kvKey(p, entry.key);
+      const old = this.kv.getBinary(k);
+      if (old !== undefined) {
+        const oldSeq = decodeRec(old).seq;
+        if (oldSeq + KEEP_LOG_SEQS <= entry.seq) this.log.removeSync(seqKey(p, oldSeq));
+      }
+      this.kv.putSync(k, encodeRec(entry));
     }
     this.log.putSync(sk, encodeLog(entry));
     this.committed.set(p, entry.seq);

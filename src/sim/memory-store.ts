@@ -84,6 +84,7 @@ export class MemoryStore implements Store {
   }
 
   pruneLog(p: number, below: number): void {
+    if (!(Number.isSafeInteger(below) && below >= 0)) throw new RangeError(`pruneLog below ${below}`);
     const log = this.log.get(p);
     const kv = this.kv.get(p);
     if (log === undefined) return;
