@@ -209,7 +209,7 @@ export class Replica {
     const selfUp = this.view.states[this.self] === 'up';
     for (const p of this.ring.partitionsOf(this.self)) {
       const committed = this.store.committedSeq(p);
-      const chain = servingChain(this.ring, this.view, p);
+      const chain = this.chainOf(p);
       const isTail = chain[chain.length - 1] === this.self;
       this.parts.set(p, {
         p,
@@ -402,7 +402,7 @@ export class Replica {
   private attempt(o: Outstanding): void {
     o.tries++;
     o.nextTryAt = this.now + this.timing.retryMs;
-    const chain = servingChain(this.ring, this.view, o.partition);
+    const chain = this.chainOf(o.partition);
     if (chain.length === 0) return; // nobody serves it now; retried until the deadline
     const e = this.view.epoch;
     const req = o.req;
@@ -494,7 +494,7 @@ export class Replica {
   }
 
   private tickMember(s: PartitionState): void {
-    const chain = servingChain(this.ring, this.view, s.p);
+    const chain = this.chainOf(s.p);
     const i = chain.indexOf(this.self);
     const succ = chain[i + 1];
     const pred = i > 0 ? chain[i - 1] : undefined;
@@ -540,7 +540,7 @@ export class Replica {
   private tickCatchup(s: PartitionState): void {
     if (s.caught) return;
     if (this.now - s.syncSentAt < 150) return;
-    const chain = servingChain(this.ring, this.view, s.p);
+    const chain = this.chainOf(s.p);
     const source = chain[chain.length - 1];
     if (source === undefined) return;
     s.syncSentAt = this.now;
@@ -590,7 +590,7 @@ export class Replica {
 
   private onWrite(msg: Extract<DataMsg, { t: 'write' }>): void {
     const s = this.member(msg.p, msg.e);
-    const chain = servingChain(this.ring, this.view, msg.p);
+    const chain = this.chainOf(msg.p);
     if (s === undefined || chain[0] !== this.self) {
       return this.send(msg.origin, { t: 'wres', id: msg.id, r: { ok: false, retry: true, why: 'not head' } });
     }
@@ -682,7 +682,7 @@ export class Replica {
 
   private onRead(msg: Extract<DataMsg, { t: 'read' }>): void {
     const s = this.member(msg.p, msg.e);
-    const chain = servingChain(this.ring, this.view, msg.p);
+    const chain = this.chainOf(msg.p);
     if (s === undefined || !s.ready || !this.hasLease()) {
       return this.send(msg.origin, { t: 'rres', id: msg.id, r: { ok: false, retry: true, why: 'not serving' } });
     }
@@ -701,7 +701,7 @@ export class Replica {
 
   private onScan(msg: Extract<DataMsg, { t: 'scan' }>): void {
     const s = this.member(msg.p, msg.e);
-    const chain = servingChain(this.ring, this.view, msg.p);
+    const chain = this.chainOf(msg.p);
     if (s === undefined || !s.ready || chain[chain.length - 1] !== this.self || !this.hasLease() || s.pending.length > 0) {
       return this.send(msg.origin, { t: 'sres', id: msg.id, r: { ok: false, retry: true, why: 'not tail' } });
     }
@@ -731,7 +731,7 @@ export class Replica {
   /** A tail that is not level asks the other members for their history. */
   private onPull(from: string, msg: Extract<DataMsg, { t: 'pull' }>): void {
     const s = this.member(msg.p, msg.e);
-    const chain = servingChain(this.ring, this.view, msg.p);
+    const chain = this.chainOf(msg.p);
     if (s === undefined || chain[chain.length - 1] !== from) return;
     this.send(
       from,
@@ -749,7 +749,7 @@ export class Replica {
   private onSyncReply(from: string, msg: Extract<DataMsg, { t: 'syncr' }>): void {
     const s = this.member(msg.p, msg.e);
     if (s === undefined || s.ready) return;
-    const chain = servingChain(this.ring, this.view, msg.p);
+    const chain = this.chainOf(msg.p);
     const pulled = this.successorOf(msg.p) === undefined && chain.includes(from) && from !== this.self;
     if (!pulled && this.successorOf(msg.p) !== from) return;
     if (pulled && !s.pulls.has(from)) {
@@ -795,7 +795,7 @@ export class Replica {
 
   private onGarbageCollect(from: string, msg: Extract<DataMsg, { t: 'gc' }>): void {
     const s = this.member(msg.p, msg.e);
-    const chain = servingChain(this.ring, this.view, msg.p);
+    const chain = this.chainOf(msg.p);
     if (s === undefined || !s.ready || this.predecessorOf(msg.p) !== from || chain.length !== this.ring.replication) return;
     const floor = Math.min(msg.floor, s.committed);
     this.store.collectGarbage(s.p, floor);
@@ -901,14 +901,26 @@ export class Replica {
     }
   }
 
+  /** Serving chains of the current view, computed once per view (hot path). */
+  private chains: readonly (readonly string[])[] = [];
+  private chainsEpoch = -1;
+
+  private chainOf(p: number): readonly string[] {
+    if (this.chainsEpoch !== this.view.epoch) {
+      this.chains = this.ring.nodes.map((_, i) => servingChain(this.ring, this.view, i));
+      this.chainsEpoch = this.view.epoch;
+    }
+    return this.chains[p] ?? [];
+  }
+
   private successorOf(p: number): string | undefined {
-    const chain = servingChain(this.ring, this.view, p);
+    const chain = this.chainOf(p);
     const i = chain.indexOf(this.self);
     return i >= 0 ? chain[i + 1] : undefined;
   }
 
   private predecessorOf(p: number): string | undefined {
-    const chain = servingChain(this.ring, this.view, p);
+    const chain = this.chainOf(p);
     const i = chain.indexOf(this.self);
     return i > 0 ? chain[i - 1] : undefined;
   }
