@@ -22,6 +22,10 @@ export interface SimOptions {
   delayMs?: [number, number];
   /** Probability that a message is lost. */
   dropRate?: number;
+  /** Probability that a message is delivered twice (the copy later). */
+  dupRate?: number;
+  /** Probability that a message skips the FIFO order of its link (as across a reconnect). */
+  reorderRate?: number;
   /** fdatasync latency, ms. */
   fsyncMs?: number;
   tickMs?: number;
@@ -130,6 +134,8 @@ export class SimCluster {
       timing: {},
       delayMs: [0.05, 0.5],
       dropRate: 0,
+      dupRate: 0,
+      reorderRate: 0,
       fsyncMs: 0.15,
       tickMs: 10,
       clockDrift: 0,
@@ -391,9 +397,15 @@ export class SimCluster {
     }
     const link = `${node.name}>${o.to}`;
     const [lo, hi] = this.opts.delayMs;
-    const at = Math.max(this.now + lo + this.rng.next() * (hi - lo), this.linkClock.get(link) ?? 0);
-    this.linkClock.set(link, at);
+    const delay = lo + this.rng.next() * (hi - lo);
+    const reorder = o.to !== node.name && this.opts.reorderRate > 0 && this.rng.chance(this.opts.reorderRate);
+    // FIFO per link, as TCP; a reordered message ignores the link's order.
+    const at = reorder ? this.now + delay : Math.max(this.now + delay, this.linkClock.get(link) ?? 0);
+    if (!reorder) this.linkClock.set(link, at);
     this.push({ at, kind: 'deliver', from: node.name, to: o.to, msg: o.msg, incarnation: to.incarnation });
+    if (o.to !== node.name && this.opts.dupRate > 0 && this.rng.chance(this.opts.dupRate)) {
+      this.push({ at: at + this.rng.next() * 5, kind: 'deliver', from: node.name, to: o.to, msg: o.msg, incarnation: to.incarnation });
+    }
   }
 
   private trace(from: string, to: string, msg: PeerMsg): void {

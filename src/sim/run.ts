@@ -3,6 +3,7 @@ import { SimCluster } from './cluster.ts';
 
 /**
  * One simulated run: five nodes of the real core, concurrent clients on a few hot keys,
+ * messages delayed, lost, duplicated and (rarely) reordered,
  * and a nemesis that crashes (losing unsynced writes) and restarts, pauses and resumes,
  * and cuts off and reconnects one node at a time, aimed in turn at the head, the middle
  * and the tail of one chain, at random nodes, and at a node in the middle of catch-up.
@@ -18,6 +19,8 @@ export interface RunOptions {
   keys?: string[];
   faults?: boolean;
   dropRate?: number;
+  dupRate?: number;
+  reorderRate?: number;
   clockDrift?: number;
   keepLogs?: boolean;
   traceKey?: string;
@@ -52,6 +55,8 @@ function runSeedUnchecked(opts: RunOptions): RunResult {
     seed,
     delayMs: [0.05, 2],
     dropRate: opts.dropRate ?? 0.002,
+    dupRate: opts.dupRate ?? 0.002,
+    reorderRate: opts.reorderRate ?? 0.002,
     clockDrift: opts.clockDrift ?? 0.01,
     keepLogs: opts.keepLogs ?? false,
     traceKey: opts.traceKey ?? '',
