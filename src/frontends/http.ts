@@ -6,6 +6,7 @@ import { ErrorCodes, KvError } from '../core/errors.ts';
 import type { ErrorCode } from '../core/errors.ts';
 import type { KvApi, Pair } from '../runtime/api.ts';
 import { DEFAULT_PAGE } from '../runtime/api.ts';
+import { listen } from './listen.ts';
 
 /**
  * HTTP/JSON front end (node:http, keep-alive). A single key is `/kv/{key}` (UTF-8 text) or
@@ -58,14 +59,7 @@ export class HttpServer {
   }
 
   listen(): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.opts.port, this.opts.host, () => {
-        this.server.off('error', reject);
-        const addr = this.server.address();
-        resolve(typeof addr === 'object' && addr !== null ? addr.port : this.opts.port);
-      });
-    });
+    return listen(this.server, this.opts.host, this.opts.port);
   }
 
   close(): Promise<void> {

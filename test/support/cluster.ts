@@ -6,7 +6,7 @@ import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_NAMES } from '../../src/runtime/config.ts';
+import { DEFAULT_NAMES, defaultConfig } from '../../src/runtime/config.ts';
 import type { ClusterConfig, NodeAddress } from '../../src/runtime/config.ts';
 import { TcpProxy } from './proxy.ts';
 
@@ -86,24 +86,12 @@ export class TestCluster {
       respPort: ports[3 * i + 1]!,
       peerPort: ports[3 * i + 2]!,
     }));
+    // The product's defaults, on free ports, in a fresh directory, under a cluster id of its own.
     const config: ClusterConfig = {
+      ...defaultConfig(),
       cluster: `test-${Math.random().toString(36).slice(2, 8)}`,
       nodes,
-      replication: 3,
       dataDir: join(dir, 'data'),
-      durability: 'fsync',
-      maxKeyBytes: 1024,
-      maxValueBytes: 1024 * 1024,
-      requestTimeoutMs: 5000,
-      retryMs: 300,
-      retransmitMs: 200,
-      tickMs: 10,
-      heartbeatMs: 50,
-      electionTimeoutMs: 300,
-      failureDetectMs: 400,
-      leaseMs: 900,
-      clockDrift: 0.01,
-      logLevel: 'info',
       ...opts.settings,
     };
     const cluster = new TestCluster(dir, config, opts.logs ?? process.env.CHAINKV_TEST_LOGS === '1');

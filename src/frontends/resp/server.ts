@@ -8,6 +8,7 @@ import { MAX_PAGE } from '../../runtime/api.ts';
 import { encode, encodeError, EMPTY_ARRAY, NULL_BULK, OK, PONG } from './encode.ts';
 import type { Reply } from './encode.ts';
 import { RespParser } from './parser.ts';
+import { listen } from '../listen.ts';
 
 /**
  * The Redis protocol (RESP2) front end, so that redis-cli and Redis client libraries work.
@@ -208,14 +209,7 @@ export class RespServer {
   }
 
   listen(): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.opts.port, this.opts.host, () => {
-        this.server.off('error', reject);
-        const addr = this.server.address();
-        resolve(typeof addr === 'object' && addr !== null ? addr.port : this.opts.port);
-      });
-    });
+    return listen(this.server, this.opts.host, this.opts.port);
   }
 
   close(): Promise<void> {
