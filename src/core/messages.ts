@@ -68,7 +68,7 @@ const KINDS = new Set(['put', 'del', 'clear']);
 const STATES = new Set(['up', 'down', 'joining']);
 
 function validEntry(e: unknown): boolean {
-  return isObj(e) && isNat(e.seq) && isNat(e.epoch) && typeof e.kind === 'string' && KINDS.has(e.kind) && isBuf(e.key) && isBufOrNull(e.value) && isStr(e.id) && (e.existed === undefined || typeof e.existed === 'boolean');
+  return isObj(e) && isNat(e.seq) && isNat(e.epoch) && typeof e.kind === 'string' && KINDS.has(e.kind) && isBuf(e.key) && isBufOrNull(e.value) && isStr(e.id) && (e.existed === undefined || typeof e.existed === 'boolean') && (e.origin === undefined || isStr(e.origin));
 }
 
 function validEntries(x: unknown): boolean {

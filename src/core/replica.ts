@@ -517,7 +517,7 @@ export class Replica {
     if (succ === undefined) {
       // Tail: commits what it holds whenever it holds a lease on the view (CR7 after a change).
       if (s.pending.length > 0 && this.hasLease()) {
-        while (s.pending.length > 0) this.commitEntry(s, s.pending.shift()!);
+        while (s.pending.length > 0) this.commitEntry(s, s.pending.shift()!, true);
         if (pred !== undefined) this.send(pred, { t: 'ack', e, p: s.p, seq: s.committed }, true);
         this.releaseWaiters(s);
       }
@@ -605,13 +605,14 @@ export class Replica {
     }
 
     const existed = msg.kind === 'clear' ? true : this.latestExists(s, msg.key);
-    const entry: Entry = { seq: s.last + 1, epoch: this.view.epoch, kind: msg.kind, key: msg.key, value: msg.value, id: msg.id, existed };
-    this.addWaiter(s, entry.seq, msg.id, msg.origin);
+    const entry: Entry = { seq: s.last + 1, epoch: this.view.epoch, kind: msg.kind, key: msg.key, value: msg.value, id: msg.id, existed, origin: msg.origin };
     this.appendPending(s, entry);
     if (chain.length === 1) {
+      // Alone: answered through the waiter list when committed (CR3 below does not apply).
+      this.addWaiter(s, entry.seq, msg.id, msg.origin);
       // Alone in the chain: head and tail. Commits (in order) whenever it holds a lease.
       if (this.hasLease()) {
-        while (s.pending.length > 0) this.commitEntry(s, s.pending.shift()!);
+        while (s.pending.length > 0) this.commitEntry(s, s.pending.shift()!, false);
         this.releaseWaiters(s);
       }
     } else {
@@ -641,7 +642,7 @@ export class Replica {
         break;
       }
       if (canCommit && s.pending.length === 0) {
-        this.commitEntry(s, entry);
+        this.commitEntry(s, entry, true);
         this.remember(s.p, entry);
       } else {
         this.appendPending(s, entry);
@@ -852,9 +853,16 @@ export class Replica {
     }
   }
 
-  private commitEntry(s: PartitionState, entry: Entry): void {
+  /**
+   * Commits the next entry. `asTail`: this node is the tail, so the commit decides the write:
+   * it answers the waiting coordinator directly (CR3), once the commit is on disk.
+   */
+  private commitEntry(s: PartitionState, entry: Entry, asTail = false): void {
     this.assert(entry.seq === s.committed + 1, `commit of ${entry.seq} after ${s.committed} in partition ${s.p}`);
     this.store.commit(s.p, entry);
+    if (asTail && entry.origin !== undefined) {
+      this.send(entry.origin, { t: 'wres', id: entry.id, r: { ok: true, existed: entry.existed ?? true } }, true);
+    }
     s.committed = entry.seq;
     if (s.last < entry.seq) s.last = entry.seq;
     if (entry.kind === 'clear') {

@@ -31,6 +31,8 @@ export interface Entry {
   readonly id: string;
   /** Whether the key was live just before this write (as ordered by the head); answers DEL. */
   readonly existed?: boolean;
+  /** The coordinator waiting for this write: the tail answers it directly once committed. */
+  readonly origin?: string;
 }
 
 export interface KeyValue {
