@@ -71,7 +71,7 @@ export const defaultTiming: ReplicaTiming = {
   requestTimeoutMs: 5000,
   retryMs: 300,
   retransmitMs: 200,
-  catchupPage: 5000,
+  catchupPage: 10_000,
 };
 
 export interface ReplicaConfig {
@@ -829,7 +829,13 @@ export class Replica {
       this.log('info', `partition ${s.p} caught up from ${from} at seq ${s.committed}`, { partition: s.p, committed: s.committed });
     } else {
       this.log('info', `partition ${s.p} catching up from ${from}: ${s.committed} of ${msg.committed}`, { partition: s.p, committed: s.committed, target: msg.committed });
-      s.syncSentAt = -Infinity; // ask for the next page at the next tick
+      // Ask for the next page at once (the tick re-asks if this one is lost).
+      s.syncSentAt = this.now;
+      this.send(from, { t: 'cu', e: this.view.epoch, p: s.p, after: s.committed, limit: this.timing.catchupPage });
+    }
+    if ([...this.parts.values()].every((x) => x.mode !== 'catchup' || x.caught)) {
+      this.caughtReportedAt = this.now;
+      this.membership.reportCaughtUp(this.view.epoch);
     }
   }
 

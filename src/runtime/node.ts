@@ -28,8 +28,13 @@ export class NodeRuntime {
 
   private inbox: Input[] = [];
   private drainScheduled = false;
-  /** Outputs waiting for durability, in order; `gen` = store generation they need durable. */
-  private gated: { o: Exclude<Output, { type: 'log' }>; gen: number }[] = [];
+  /**
+   * Outputs waiting for durability, one queue per destination (a peer, or "client" for
+   * replies), in order; `gen` = store generation they need durable (0: none, only order).
+   * Order is kept per destination (links are FIFO), so a durable ack to one peer never holds
+   * up a forward to another.
+   */
+  private readonly gated = new Map<string, { o: Exclude<Output, { type: 'log' }>; gen: number }[]>();
   private nextToken = 1;
   private readonly callbacks = new Map<number, (r: ClientResult) => void>();
   private ticker: NodeJS.Timeout | null = null;
@@ -139,6 +144,7 @@ export class NodeRuntime {
     }
     this.counters.steps += inbox.length;
     this.dispatch(outputs);
+    this.transport.flush();
   }
 
   private dispatch(outputs: Output[]): void {
@@ -149,11 +155,14 @@ export class NodeRuntime {
         this.log[o.level](o.data ?? {}, o.msg);
         continue;
       }
-      if (this.gated.length === 0 && (!o.durable || this.store.durableGeneration >= gen)) {
+      // Replies are independent of each other; sends keep their order per peer.
+      const dest = o.type === 'send' ? o.to : o.durable ? 'client' : '';
+      const queue = dest === '' ? undefined : this.gated.get(dest);
+      if ((queue === undefined || queue.length === 0) && (!o.durable || this.store.durableGeneration >= gen)) {
         this.emit(o);
       } else {
-        // Keep order: anything behind a gated output waits too.
-        this.gated.push({ o, gen: o.durable ? gen : 0 });
+        if (queue === undefined) this.gated.set(dest, [{ o, gen: o.durable ? gen : 0 }]);
+        else queue.push({ o, gen: o.durable ? gen : 0 });
         needSync ||= o.durable;
       }
     }
@@ -171,7 +180,12 @@ export class NodeRuntime {
 
   private release(): void {
     const durable = this.store.durableGeneration;
-    while (this.gated.length > 0 && this.gated[0]!.gen <= durable) this.emit(this.gated.shift()!.o);
+    for (const queue of this.gated.values()) {
+      let n = 0;
+      while (n < queue.length && queue[n]!.gen <= durable) this.emit(queue[n++]!.o);
+      if (n > 0) queue.splice(0, n);
+    }
+    this.transport.flush();
   }
 
   private emit(o: Exclude<Output, { type: 'log' }>): void {

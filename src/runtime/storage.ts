@@ -99,6 +99,10 @@ export class LmdbStore implements Store {
   private readonly pendingDb: Database<Entry, Buffer>;
   private readonly meta: Database<unknown, string>;
   private readonly committed = new Map<number, number>();
+  /** Partitions whose committed seq changed in the current transaction. */
+  private readonly committedDirty = new Set<number>();
+  /** Seqs held in the pending db, per partition (so that a commit removes a row only if there is one). */
+  private readonly pendingSeqs = new Map<number, Set<number>>();
   private readonly clearedAt = new Map<number, number>();
   private fd: number;
 
@@ -139,7 +143,13 @@ export class LmdbStore implements Store {
 
   /** Runs `fn` inside one synchronous write transaction: every store write it makes commits together. */
   transaction<T>(fn: () => T): T {
-    return this.env.transactionSync(fn);
+    return this.env.transactionSync(() => {
+      const result = fn();
+      // Committed seqs are written once per transaction, not once per entry.
+      for (const p of this.committedDirty) this.meta.putSync(`c:${p}`, this.committed.get(p) ?? 0);
+      this.committedDirty.clear();
+      return result;
+    });
   }
 
   // ------------------------------------------------------------------ reads
@@ -276,12 +286,15 @@ export class LmdbStore implements Store {
 
   appendPending(p: number, entry: Entry): void {
     this.pendingDb.putSync(seqKey(p, entry.seq), entry);
+    let set = this.pendingSeqs.get(p);
+    if (set === undefined) this.pendingSeqs.set(p, (set = new Set()));
+    set.add(entry.seq);
     this.touch(p, entry);
   }
 
   commit(p: number, entry: Entry): void {
     const sk = seqKey(p, entry.seq);
-    this.pendingDb.removeSync(sk);
+    if (this.pendingSeqs.get(p)?.delete(entry.seq) === true) this.pendingDb.removeSync(sk);
     if (entry.kind === 'clear') {
       this.clearedAt.set(p, entry.seq);
       this.meta.putSync(`x:${p}`, entry.seq);
@@ -299,17 +312,18 @@ export class LmdbStore implements Store {
     }
     this.log.putSync(sk, encodeLog(entry));
     this.committed.set(p, entry.seq);
-    this.meta.putSync(`c:${p}`, entry.seq);
+    this.committedDirty.add(p);
     this.touch(p, entry);
   }
 
   /** Sets the committed seq of a partition after a catch-up that skipped superseded versions. */
   setCommittedSeq(p: number, seq: number): void {
     this.committed.set(p, seq);
-    this.meta.putSync(`c:${p}`, seq);
+    this.committedDirty.add(p);
   }
 
   dropPending(p: number): void {
+    this.pendingSeqs.delete(p);
     for (const key of this.pendingDb.getKeys({ start: partitionStart(p), end: partitionStart(p + 1) })) this.pendingDb.removeSync(key);
   }
 
@@ -370,6 +384,7 @@ export class LmdbStore implements Store {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    if (this.committedDirty.size > 0) this.transaction(() => undefined);
     this.closed = true;
     await this.sync().catch(() => undefined);
     closeSync(this.fd);

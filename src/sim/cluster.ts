@@ -365,7 +365,11 @@ export class SimCluster {
         if (this.opts.keepLogs) this.logs.push(`${this.now.toFixed(1)} ${node.name} ${o.level} ${o.msg}`);
         continue;
       }
-      if (node.gated.length > 0 || o.durable) {
+      // As the runtime: order is kept per destination (a peer, or the clients for durable
+      // replies); a durable output holds up only later outputs to the same destination.
+      const dest = o.type === 'send' ? o.to : o.durable ? '#client' : '';
+      const blocked = dest !== '' && node.gated.some((g) => (g.type === 'send' ? g.to : '#client') === dest);
+      if (blocked || o.durable) {
         node.gated.push(o);
         if (!node.flushScheduled && o.durable) {
           node.flushScheduled = true;
