@@ -154,6 +154,27 @@ interface RecentWrite {
 
 const keyStr = (key: Buffer): string => key.toString('latin1');
 
+/**
+ * The window of recent request ids, in two generations: when the current one is full it
+ * becomes the previous one and the oldest generation is dropped whole. O(1) per id (evicting
+ * one id at a time from a Map's front slows down as deleted slots pile up).
+ */
+class RecentIds {
+  private current = new Map<string, RecentWrite>();
+  private previous = new Map<string, RecentWrite>();
+  constructor(private readonly half: number) {}
+  get(id: string): RecentWrite | undefined {
+    return this.current.get(id) ?? this.previous.get(id);
+  }
+  set(id: string, w: RecentWrite): void {
+    this.current.set(id, w);
+    if (this.current.size >= this.half) {
+      this.previous = this.current;
+      this.current = new Map();
+    }
+  }
+}
+
 function sameChain(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
@@ -171,7 +192,7 @@ export class Replica {
 
   private readonly parts = new Map<number, PartitionState>();
   private readonly outstanding = new Map<string, Outstanding>();
-  private readonly recent = new Map<string, RecentWrite>();
+  private readonly recent: RecentIds;
   private nextRequest = 1;
   private now = 0;
   private out: Output[] = [];
@@ -189,6 +210,7 @@ export class Replica {
     this.timing = { ...defaultTiming, ...cfg.timing };
     this.incarnation = cfg.incarnation;
     this.dedupWindow = cfg.dedupWindow ?? 200_000;
+    this.recent = new RecentIds(Math.max(1, Math.ceil(this.dedupWindow / 2)));
     this.rngState = cfg.seed >>> 0 || 1;
     if (!cfg.ring.has(cfg.self)) throw new RangeError(`node ${cfg.self} is not in the ring`);
     this.membership = new Membership(
@@ -240,7 +262,6 @@ export class Replica {
         this.recent.set(id, { p, seq, existed: true });
       }
     }
-    while (this.recent.size > this.dedupWindow) this.recent.delete(this.recent.keys().next().value!);
   }
 
   private random(): number {
@@ -909,10 +930,6 @@ export class Replica {
   private remember(p: number, entry: Entry): void {
     if (entry.id === '') return;
     this.recent.set(entry.id, { p, seq: entry.seq, existed: entry.existed ?? true });
-    if (this.recent.size > this.dedupWindow) {
-      const oldest = this.recent.keys().next();
-      if (!oldest.done) this.recent.delete(oldest.value);
-    }
   }
 
   /** Serving chains of the current view, computed once per view (hot path). */
