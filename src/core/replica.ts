@@ -560,7 +560,9 @@ export class Replica {
 
   private tickCatchup(s: PartitionState): void {
     if (s.caught) return;
-    if (this.now - s.syncSentAt < 150) return;
+    // Pages are asked for as soon as the previous one is applied; the tick only re-asks for
+    // one that seems lost (a large page can take a while to read, send and apply).
+    if (this.now - s.syncSentAt < 300) return;
     const chain = this.chainOf(s.p);
     const source = chain[chain.length - 1];
     if (source === undefined) return;
@@ -745,9 +747,9 @@ export class Replica {
   }
 
   /** Request ids of committed writes after `after` (superseded ones included), capped to the dedup horizon. */
-  private idsAfter(s: PartitionState, after: number): [string, number][] {
+  private idsAfter(s: PartitionState, after: number, upTo?: number): [string, number][] {
     const from = Math.max(after, s.committed - KEEP_LOG_SEQS);
-    return this.store.recentRequests(s.p, from).map((r) => [r.id, r.seq]);
+    return this.store.recentRequests(s.p, from, upTo).map((r) => [r.id, r.seq]);
   }
 
   /** A tail that is not level asks the other members for their history. */
@@ -832,7 +834,7 @@ export class Replica {
     const entries = this.store.changesAfter(s.p, msg.after, limit);
     const more = entries.length >= limit;
     const upTo = more ? entries[entries.length - 1]!.seq : s.committed;
-    const ids = this.idsAfter(s, msg.after).filter(([, seq]) => seq <= upTo);
+    const ids = this.idsAfter(s, msg.after, upTo);
     this.send(from, { t: 'cur', e: this.view.epoch, p: s.p, committed: s.committed, entries, more, ids });
   }
 

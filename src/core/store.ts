@@ -55,8 +55,8 @@ export interface Store {
   committedSeq(partition: number): number;
   /** Committed entries with seq > after, in seq order, at most `limit` (superseded puts may be reported as their latest state). */
   changesAfter(partition: number, after: number, limit: number): Entry[];
-  /** Request ids of committed entries with seq > after (superseded versions included, until pruned), in seq order. */
-  recentRequests(partition: number, after: number): { id: string; seq: number }[];
+  /** Request ids of committed entries with after < seq <= upTo (superseded versions included, until pruned), in seq order. */
+  recentRequests(partition: number, after: number, upTo?: number): { id: string; seq: number }[];
   /**
    * Drops the log rows of superseded versions with seq < below (their request ids are no
    * longer needed). Called with increasing `below`; a store may remember how far it got.

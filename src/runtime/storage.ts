@@ -215,9 +215,10 @@ export class LmdbStore implements Store {
     return out;
   }
 
-  recentRequests(p: number, after: number): { id: string; seq: number }[] {
+  recentRequests(p: number, after: number, upTo = Number.MAX_SAFE_INTEGER): { id: string; seq: number }[] {
     const out: { id: string; seq: number }[] = [];
-    for (const { key, value } of this.log.getRange({ start: seqKey(p, after + 1), end: partitionStart(p + 1) })) {
+    const end = upTo >= 2 ** 48 - 1 ? partitionStart(p + 1) : seqKey(p, upTo + 1);
+    for (const { key, value } of this.log.getRange({ start: seqKey(p, after + 1), end })) {
       const idLen = value.readUInt8(1);
       out.push({ id: value.toString('utf8', 2, 2 + idLen), seq: key.readUIntBE(2, 6) });
     }

@@ -79,8 +79,10 @@ export class MemoryStore implements Store {
       .slice(0, limit);
   }
 
-  recentRequests(p: number, after: number): { id: string; seq: number }[] {
-    return this.logRows(p, after).map((e) => ({ id: e.id, seq: e.seq }));
+  recentRequests(p: number, after: number, upTo = Number.MAX_SAFE_INTEGER): { id: string; seq: number }[] {
+    return this.logRows(p, after)
+      .filter((e) => e.seq <= upTo)
+      .map((e) => ({ id: e.id, seq: e.seq }));
   }
 
   pruneLog(p: number, below: number): void {
