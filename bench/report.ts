@@ -200,7 +200,7 @@ export function markdown(r: BenchResults, chartRel: string | undefined): string 
   L.push('# Benchmarks');
   L.push('');
   L.push(
-    'chainkv (five nodes, chains of three, every write acknowledged by all three members) beside etcd (three members) and ' +
+    'chainkv (five nodes, chains of three, every write held by all three members before it is acknowledged) beside etcd (three members) and ' +
       'a single Redis (no replication: the ceiling of one unreplicated server), all on one machine, driven in turn by one closed-loop ' +
       'load generator. Written by `scripts/bench.ts`; every number below comes from the run described here.',
   );
@@ -220,7 +220,7 @@ export function markdown(r: BenchResults, chartRel: string | undefined): string 
       'Latency is recorded per request in a log-bucketed histogram (1.6% resolution); errors are counted, never retried, and a failed request is not in the latency figures.',
   );
   L.push(
-    `- chainkv: five \`chainkv node\` processes (default names, so the default lopsided ring), durability \`fsync\` (every chain member fdatasyncs before the ack, group commit), and a second pass with durability \`process\` (no fdatasync). ` +
+    `- chainkv: five \`chainkv node\` processes (default names, so the default lopsided ring), durability \`fsync\` (a write is answered once every chain member holds it and the tail has fdatasynced its commit, grouped; the other members write to disk without waiting), and a second pass with durability \`process\` (no fdatasync). ` +
       `Client: RESP, ${r.connsPerNode} pipelined connections per node (${r.client === 'mini' ? 'the benchmark\'s own minimal RESP client, bench/resp.ts, chosen because it costs the shared CPU less: in a 3-s trial of Redis reads at c=64 on this machine it used about 4 µs of CPU per request against about 10 µs for ioredis with auto-pipelining; `--client ioredis` switches' : 'ioredis with auto-pipelining'}). ` +
       '**smart**: the client computes each key\'s chain with `Ring` (src/core/ring.ts) and sends writes to the head and reads to a random chain member (CRAQ); **plain**: every request to a random node, which routes it in one hop.',
   );
