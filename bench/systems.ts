@@ -3,7 +3,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ring } from '../src/core/ring.ts';
-import { DEFAULT_NAMES } from '../src/runtime/config.ts';
+import { DEFAULT_NAMES, defaultConfig } from '../src/runtime/config.ts';
 import type { ClusterConfig, NodeAddress } from '../src/runtime/config.ts';
 import type { Durability } from '../src/runtime/storage.ts';
 import { EtcdHttp } from './etcd.ts';
@@ -107,22 +107,11 @@ export class ChainkvCluster implements ServerHandle {
       peerPort: ports[3 * i + 2]!,
     }));
     const config: ClusterConfig = {
+      ...defaultConfig(),
       cluster: `bench-${Math.random().toString(36).slice(2, 8)}`,
       nodes,
-      replication: 3,
       dataDir: join(dir, 'data'),
       durability: opts.durability,
-      maxKeyBytes: 1024,
-      maxValueBytes: 1024 * 1024,
-      requestTimeoutMs: 5000,
-      retryMs: 300,
-      retransmitMs: 200,
-      tickMs: 10,
-      heartbeatMs: 50,
-      electionTimeoutMs: 300,
-      failureDetectMs: 400,
-      leaseMs: 900,
-      clockDrift: 0.01,
       logLevel: opts.logLevel ?? 'info',
     };
     const c = new ChainkvCluster(dir, config, opts);

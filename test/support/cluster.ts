@@ -1,12 +1,11 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import type { Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEFAULT_NAMES, defaultConfig } from '../../src/runtime/config.ts';
+import { freePorts } from './ports.ts';
 import type { ClusterConfig, NodeAddress } from '../../src/runtime/config.ts';
 import { TcpProxy } from './proxy.ts';
 
@@ -16,27 +15,6 @@ import { TcpProxy } from './proxy.ts';
  * Nodes can be killed (SIGKILL), paused (SIGSTOP), resumed and restarted one at a time.
  */
 const BIN = fileURLToPath(new URL('../../bin/chainkv.mjs', import.meta.url));
-
-/** Distinct free ports: all are held open until every one is picked, so none is handed out twice. */
-async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: count },
-      () =>
-        new Promise<Server>((resolve, reject) => {
-          const s = createServer();
-          s.once('error', reject);
-          s.listen(0, '127.0.0.1', () => resolve(s));
-        }),
-    ),
-  );
-  const ports = servers.map((s) => {
-    const addr = s.address();
-    return typeof addr === 'object' && addr !== null ? addr.port : 0;
-  });
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}
 
 export interface TestClusterOptions {
   names?: string[];

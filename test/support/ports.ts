@@ -1,0 +1,23 @@
+import { createServer } from 'node:net';
+import type { Server } from 'node:net';
+
+/** Distinct free ports on 127.0.0.1: all are held open until every one is picked, so none is handed out twice. */
+export async function freePorts(count: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<Server>((resolve, reject) => {
+          const s = createServer();
+          s.once('error', reject);
+          s.listen(0, '127.0.0.1', () => resolve(s));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => {
+    const addr = s.address();
+    return typeof addr === 'object' && addr !== null ? addr.port : 0;
+  });
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
