@@ -7,7 +7,7 @@ import { DEFAULT_NAMES, defaultConfig } from '../src/runtime/config.ts';
 import type { ClusterConfig, NodeAddress } from '../src/runtime/config.ts';
 import type { Durability } from '../src/runtime/storage.ts';
 import { EtcdHttp } from './etcd.ts';
-import { freePorts, makeTmpDir, ServerProcess, sleep } from './procs.ts';
+import { freePorts, localNodes, makeTmpDir, ServerProcess, sleep } from './procs.ts';
 import { RespConnection } from './resp.ts';
 
 /**
@@ -98,14 +98,7 @@ export class ChainkvCluster implements ServerHandle {
 
   static async start(opts: ChainkvOptions): Promise<ChainkvCluster> {
     const dir = makeTmpDir(`chainkv-bench-${opts.durability}-`);
-    const ports = await freePorts(DEFAULT_NAMES.length * 3);
-    const nodes: NodeAddress[] = DEFAULT_NAMES.map((name, i) => ({
-      name,
-      host: '127.0.0.1',
-      httpPort: ports[3 * i]!,
-      respPort: ports[3 * i + 1]!,
-      peerPort: ports[3 * i + 2]!,
-    }));
+    const nodes = await localNodes(DEFAULT_NAMES);
     const config: ClusterConfig = {
       ...defaultConfig(),
       cluster: `bench-${Math.random().toString(36).slice(2, 8)}`,

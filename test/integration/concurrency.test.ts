@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import { Ring } from '../../src/core/ring.ts';
 import { checkHistory, describeViolation, HistoryRecorder } from '../../src/sim/linearizability.ts';
 import { TestCluster } from '../support/cluster.ts';
+import { localPairs } from '../support/resp.ts';
 
 /**
  * Many clients writing and reading the same few keys through different nodes at once, on a
@@ -23,36 +24,8 @@ after(async () => {
   await cluster?.destroy();
 });
 
-async function waitAllUp(timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    try {
-      const infos = await Promise.all(
-        cluster.names.map(async (n) => (await (await fetch(`${cluster.http(n)}/cluster`)).json()) as { epoch: number; nodes: { state: string }[]; local: { ready: boolean; mode: string }[] }),
-      );
-      const up = infos.every((i) => i.nodes.every((n) => n.state === 'up') && i.local.every((l) => l.mode === 'member' && l.ready));
-      if (up && new Set(infos.map((i) => i.epoch)).size === 1) return;
-    } catch {
-      // a node is restarting
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('the cluster did not come back to all-up');
-}
-
 function connect(name: string): Redis {
   return new Redis({ host: '127.0.0.1', port: cluster.node(name).respPort, maxRetriesPerRequest: 0, enableOfflineQueue: true });
-}
-
-async function localKeys(r: Redis): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  let cursor = '0';
-  do {
-    const [next, flat] = (await r.call('LOCALSCAN', cursor, 'COUNT', '1000')) as [string, string[]];
-    for (let i = 0; i < flat.length; i += 2) out.set(flat[i]!, flat[i + 1]!);
-    cursor = next;
-  } while (cursor !== '0');
-  return out;
 }
 
 test('12 clients on 5 hot keys through random nodes: the history is linearizable', async () => {
@@ -132,10 +105,10 @@ test('SIGKILL and restart keeps every acknowledged write; the restarted node hol
     // A restarted node keeps what it committed; what was still pending on it when it died
     // (the tail answers before acks reach the head) it re-reads from its chain before it
     // serves. Once every node is up again, each holds exactly its chains' data.
-    await waitAllUp();
+    await cluster.waitAllUp();
     for (const name of victims) {
       const r = connect(name);
-      const local = await localKeys(r);
+      const local = await localPairs(r);
       const mine = [...expected].filter(([k]) => ring.canonicalChain(ring.partitionOf(k)).includes(name));
       assert.equal(local.size, mine.length, `${name} holds ${local.size} keys, expected ${mine.length}`);
       for (const [k, v] of mine) assert.equal(local.get(k), v, `${k} on ${name}`);

@@ -8,6 +8,7 @@ import { Ring } from '../../src/core/ring.ts';
 import { nodeDataDir } from '../../src/runtime/config.ts';
 import { LmdbStore } from '../../src/runtime/storage.ts';
 import { TestCluster } from '../support/cluster.ts';
+import { localPairs } from '../support/resp.ts';
 
 /**
  * Recovery on real processes: a node killed while writes and deletes go on comes back,
@@ -35,20 +36,6 @@ async function clusterInfo(name: string): Promise<{ epoch: number; nodes: { name
   return (await r.json()) as { epoch: number; nodes: { name: string; state: string }[]; local: { mode: string; committed: number }[] };
 }
 
-async function waitAllUp(timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    try {
-      const infos = await Promise.all(cluster.names.filter((n) => cluster.isRunning(n)).map(clusterInfo));
-      if (infos.every((i) => i.nodes.every((n) => n.state === 'up')) && new Set(infos.map((i) => i.epoch)).size === 1) return;
-    } catch {
-      // a node is restarting
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('the cluster did not come back to all-up');
-}
-
 async function verify(): Promise<{ code: number; out: string }> {
   try {
     const { stdout } = await run(process.execPath, [BIN, 'verify', '--config', cluster.configFile]);
@@ -70,16 +57,10 @@ test('a node killed during writes and deletes catches up (deletes included) and 
   const sawDown = (await clusterInfo('5554')).nodes.find((n) => n.name === victim)?.state;
   assert.notEqual(sawDown, 'up', 'the dead node is out of the view');
   await cluster.startNode(victim);
-  await waitAllUp();
+  await cluster.waitAllUp();
   // The recovered node's own copy holds exactly its chains' keys with their latest values.
   const v = new Redis({ host: '127.0.0.1', port: cluster.node(victim).respPort, maxRetriesPerRequest: 0 });
-  const local = new Map<string, string>();
-  let cursor = '0';
-  do {
-    const [next, flat] = (await v.call('LOCALSCAN', cursor, 'COUNT', '1000')) as [string, string[]];
-    for (let i = 0; i < flat.length; i += 2) local.set(flat[i]!, flat[i + 1]!);
-    cursor = next;
-  } while (cursor !== '0');
+  const local = await localPairs(v);
   for (let i = 0; i < 500; i++) {
     const key = `rk-${i}`;
     const expected = i % 4 === 1 ? undefined : i % 2 === 0 ? `w${i}` : `v${i}`;
@@ -113,7 +94,7 @@ test('verify reports a replica whose data was changed behind the cluster\'s back
   store.setCommittedSeq(part, seq);
   await store.close();
   await cluster.startNode(victim);
-  await waitAllUp();
+  await cluster.waitAllUp();
   const { code, out } = await verify();
   assert.equal(code, 1, out);
   assert.match(out, new RegExp(`partition ${part}: DIFFER`));

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { TestCluster } from '../support/cluster.ts';
+import { localPairs } from '../support/resp.ts';
 
 /**
  * Start order: any order of the five nodes works, and a cluster with one node missing from
@@ -17,14 +18,6 @@ afterEach(async () => {
 async function states(c: TestCluster, via: string): Promise<Record<string, string>> {
   const info = (await (await fetch(`${c.http(via)}/cluster`)).json()) as { nodes: { name: string; state: string }[] };
   return Object.fromEntries(info.nodes.map((n) => [n.name, n.state]));
-}
-
-/** Every running node sees every node up, in one and the same view. */
-async function allUp(c: TestCluster): Promise<boolean> {
-  const infos = await Promise.all(
-    c.names.map(async (n) => (await (await fetch(`${c.http(n)}/cluster`)).json()) as { epoch: number; nodes: { state: string }[] }),
-  );
-  return infos.every((i) => i.nodes.every((n) => n.state === 'up')) && new Set(infos.map((i) => i.epoch)).size === 1;
 }
 
 async function waitFor(cond: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
@@ -50,15 +43,9 @@ test('a cluster with one node missing from the start serves every key; the late 
   for (let i = 0; i < 300; i++) assert.equal(await r.set(`m-${i}`, `v${i}`), 'OK');
   for (let i = 0; i < 300; i++) assert.equal(await r.get(`m-${i}`), `v${i}`);
   await c.startNode(late);
-  await waitFor(() => allUp(c), 'the late node to be up in the view of every node');
+  await c.waitAllUp();
   const l = new Redis({ host: '127.0.0.1', port: c.node(late).respPort, maxRetriesPerRequest: 0 });
-  let cursor = '0';
-  let held = 0;
-  do {
-    const [next, flat] = (await l.call('LOCALSCAN', cursor, 'COUNT', '1000')) as [string, string[]];
-    held += flat.length / 2;
-    cursor = next;
-  } while (cursor !== '0');
+  const held = (await localPairs(l)).size;
   assert.ok(held > 50, `the late node holds its share after catching up (${held} keys)`);
   for (let i = 0; i < 300; i++) assert.equal(await l.get(`m-${i}`), `v${i}`);
   r.disconnect();
@@ -72,7 +59,7 @@ test('nodes started one by one in reverse order, with pauses, form one cluster t
     await c.startNode(name);
     await new Promise((r) => setTimeout(r, 250));
   }
-  await waitFor(() => allUp(c), 'every node up on every node');
+  await c.waitAllUp();
   const r = new Redis({ host: '127.0.0.1', port: c.node('5562').respPort, maxRetriesPerRequest: 0 });
   for (let i = 0; i < 100; i++) assert.equal(await r.set(`o-${i}`, `v${i}`), 'OK');
   const s = new Redis({ host: '127.0.0.1', port: c.node('5554').respPort, maxRetriesPerRequest: 0 });

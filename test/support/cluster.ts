@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEFAULT_NAMES, defaultConfig } from '../../src/runtime/config.ts';
-import { freePorts } from './ports.ts';
+import { localNodes } from './ports.ts';
 import type { ClusterConfig, NodeAddress } from '../../src/runtime/config.ts';
 import { TcpProxy } from './proxy.ts';
 
@@ -56,14 +56,7 @@ export class TestCluster {
   static async create(opts: TestClusterOptions = {}): Promise<TestCluster> {
     const dir = mkdtempSync(join(tmpdir(), 'chainkv-test-'));
     const names = opts.names ?? DEFAULT_NAMES;
-    const ports = await freePorts(names.length * 3);
-    const nodes: NodeAddress[] = names.map((name, i) => ({
-      name,
-      host: '127.0.0.1',
-      httpPort: ports[3 * i]!,
-      respPort: ports[3 * i + 1]!,
-      peerPort: ports[3 * i + 2]!,
-    }));
+    const nodes = await localNodes(names);
     // The product's defaults, on free ports, in a fresh directory, under a cluster id of its own.
     const config: ClusterConfig = {
       ...defaultConfig(),
@@ -231,6 +224,29 @@ export class TestCluster {
       await new Promise((r) => setTimeout(r, 50));
     }
     throw new Error(`node ${name} did not become healthy in ${timeoutMs} ms`);
+  }
+
+  /**
+   * Waits until every running node sees every node up, all in one view, and each holds its
+   * partitions as a ready chain member (restarted and rejoined nodes have levelled up).
+   */
+  async waitAllUp(timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      try {
+        const infos = await Promise.all(
+          this.names
+            .filter((n) => this.isRunning(n))
+            .map(async (n) => (await (await fetch(`${this.http(n)}/cluster`)).json()) as { epoch: number; nodes: { state: string }[]; local: { ready: boolean; mode: string }[] }),
+        );
+        const up = infos.every((i) => i.nodes.every((n) => n.state === 'up') && i.local.every((l) => l.mode === 'member' && l.ready));
+        if (up && new Set(infos.map((i) => i.epoch)).size === 1) return;
+      } catch {
+        // a node is restarting
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`the cluster did not come back to all-up within ${timeoutMs} ms`);
   }
 
   isRunning(name: string): boolean {

@@ -8,6 +8,7 @@ import { checkHistory, describeViolation, HistoryRecorder } from '../../src/sim/
 import type { CheckResult, Op, OpKind } from '../../src/sim/linearizability.ts';
 import { Prng } from '../../src/sim/prng.ts';
 import { TestCluster } from './cluster.ts';
+import { localPairs } from './resp.ts';
 
 /**
  * Fault injection on a real five-process cluster (scripts/faults.ts, test/integration/faults.test.ts).
@@ -718,17 +719,6 @@ async function chainsQuiet(cluster: TestCluster, ring: Ring, timeoutMs: number, 
   }
   report.push(`chains not quiet after ${timeoutMs} ms (committed/last per member): ${detail}`);
   return false;
-}
-
-async function localPairs(r: Redis): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  let cursor = '0';
-  do {
-    const [next, flat] = (await r.call('LOCALSCAN', cursor, 'COUNT', '1000')) as [string, string[]];
-    for (let i = 0; i < flat.length; i += 2) out.set(flat[i]!, flat[i + 1]!);
-    cursor = next;
-  } while (cursor !== '0');
-  return out;
 }
 
 /**

@@ -1,5 +1,6 @@
 import { createServer } from 'node:net';
 import type { Server } from 'node:net';
+import type { NodeAddress } from '../../src/runtime/config.ts';
 
 /** Distinct free ports on 127.0.0.1: all are held open until every one is picked, so none is handed out twice. */
 export async function freePorts(count: number): Promise<number[]> {
@@ -20,4 +21,16 @@ export async function freePorts(count: number): Promise<number[]> {
   });
   await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
   return ports;
+}
+
+/** Node addresses on 127.0.0.1, each with three free ports (HTTP, RESP, peer). */
+export async function localNodes(names: readonly string[]): Promise<NodeAddress[]> {
+  const ports = await freePorts(names.length * 3);
+  return names.map((name, i) => ({
+    name,
+    host: '127.0.0.1',
+    httpPort: ports[3 * i]!,
+    respPort: ports[3 * i + 1]!,
+    peerPort: ports[3 * i + 2]!,
+  }));
 }

@@ -1,4 +1,5 @@
 import { describe, it } from 'node:test';
+import { Prng } from '../../src/sim/prng.ts';
 import assert from 'node:assert/strict';
 import {
   checkHistory,
@@ -44,15 +45,10 @@ function assertViolationOn(r: CheckResult, key: string): void {
   assert.ok(v.message?.includes(JSON.stringify(key)), `message should name key ${key}: ${v.message}`);
 }
 
+/** The simulator's seeded generator (mulberry32), as a function. */
 function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rng = new Prng(seed);
+  return () => rng.next();
 }
 
 interface GenOptions {

@@ -1,4 +1,5 @@
 import { describe, it } from 'node:test';
+import { Prng } from '../../src/sim/prng.ts';
 import assert from 'node:assert/strict';
 import { RespParser } from '../../src/frontends/resp/parser.ts';
 import type { RespEvent, RespParserLimits } from '../../src/frontends/resp/parser.ts';
@@ -15,16 +16,10 @@ const LIMITS: RespParserLimits = {
   maxBulkHardBytes: 512 * 1024 * 1024,
 };
 
-/** Seeded PRNG (mulberry32). */
+/** The simulator's seeded generator (mulberry32), as a function. */
 function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rng = new Prng(seed);
+  return () => rng.next();
 }
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
