@@ -198,8 +198,7 @@ export class Membership {
   refused(node: string, now: number): void {
     this.now = now;
     this.deadAt.set(node, now);
-    const p = this.promises.get(node);
-    if (p !== undefined) this.promises.delete(node);
+    this.promises.delete(node);
   }
 
   onMessage(from: string, msg: MembershipMsg, now: number): void {
@@ -450,9 +449,9 @@ export class Membership {
         return this.append(next(node, 'down'));
       }
     }
-    for (const [node, inc] of this.joinRequests) {
+    for (const node of this.joinRequests.keys()) {
       this.joinRequests.delete(node);
-      if (view.states[node] === 'down' && inc !== '') return this.append(next(node, 'joining'));
+      if (view.states[node] === 'down') return this.append(next(node, 'joining'));
     }
     for (const [node, e] of this.caughtUp) {
       this.caughtUp.delete(node);
