@@ -1,10 +1,12 @@
-import { mkdirSync, openSync, closeSync, fdatasync } from 'node:fs';
+import { mkdirSync, openSync, closeSync, fdatasync, fdatasyncSync } from 'node:fs';
 import { join } from 'node:path';
 import { open } from 'lmdb';
+import { Packr } from 'msgpackr';
 import type { Database, RootDatabase } from 'lmdb';
 import type { MembershipState } from '../core/membership.ts';
 import { KEEP_LOG_SEQS } from '../core/store.ts';
 import type { Entry, EntryKind, KeyValue, LocalKeyValue, Store } from '../core/store.ts';
+import { RedoLog } from './redo-log.ts';
 
 /**
  * LMDB storage adapter (lmdb-js).
@@ -16,14 +18,28 @@ import type { Entry, EntryKind, KeyValue, LocalKeyValue, Store } from '../core/s
  *   meta    string                      -> number                                    committed seq, clear marks
  *
  * Writes are made in synchronous LMDB transactions opened with MDB_NOSYNC, so they are visible
- * at once and never block on the disk. Durability is a separate step: `sync()` runs one
- * fdatasync of the data file in the thread pool, covering every transaction committed before
- * it started (group commit). In `process` mode there is no fdatasync: a committed transaction
- * survives a process kill (it is in the page cache) but not a power loss.
+ * at once and never block on the disk. Durability is a separate step. In `fsync` mode every
+ * transaction's writes are also appended, just before LMDB commits it, as one record of a redo
+ * log (redo-log.ts); `sync()` runs one fdatasync of that small sequential file in the thread
+ * pool, covering every transaction committed before it started (group commit). LMDB's own file
+ * is flushed only at checkpoints (each `rotateBytes` of redo log, and at close), after which the
+ * older redo file is deleted; at open, the redo files still present are replayed. In `process`
+ * mode there is neither: a committed transaction survives a process kill (it is in the page
+ * cache) but not a power loss.
  */
 export type Durability = 'fsync' | 'process';
 
 const FLAG_TOMBSTONE = 1;
+
+/** Database codes in redo records. */
+const KV = 0;
+const LOG = 1;
+const PENDING = 2;
+const META = 3;
+type DbCode = typeof KV | typeof LOG | typeof PENDING | typeof META;
+/** A blind write: [db, key, value] sets, [db, key] deletes. */
+type RedoOp = [DbCode, Buffer | string, unknown?];
+const redoPackr = new Packr({ useRecords: false, moreTypes: false });
 const KIND_CODE: Record<EntryKind, number> = { put: 0, del: 1, clear: 2 };
 const CODE_KIND: EntryKind[] = ['put', 'del', 'clear'];
 
@@ -88,6 +104,8 @@ export interface LmdbStoreOptions {
   durability: Durability;
   /** LMDB map size in bytes (the largest the database may grow to); default 64 GiB (sparse). */
   mapSize?: number;
+  /** fsync mode: redo log bytes after which LMDB's file is flushed and the log restarted; default 32 MiB. */
+  checkpointBytes?: number;
 }
 
 export class LmdbStore implements Store {
@@ -105,6 +123,14 @@ export class LmdbStore implements Store {
   private readonly pendingSeqs = new Map<number, Set<number>>();
   private readonly clearedAt = new Map<number, number>();
   private fd: number;
+  private readonly dbs: Database<unknown, Buffer | string>[];
+  /** fsync mode only: the redo log, the current transaction's writes, and checkpoint state. */
+  private readonly redo: RedoLog | null = null;
+  private readonly redoOps: RedoOp[] = [];
+  private inTransaction = false;
+  private readonly checkpointBytes: number;
+  private checkpointing: Promise<void> | null = null;
+  readonly redoStats = { replayedRecords: 0, tornBytes: 0, checkpoints: 0 };
 
   /** Incremented by every write; `syncedGen` is the newest generation known durable. */
   private gen = 0;
@@ -130,26 +156,120 @@ export class LmdbStore implements Store {
     this.log = this.env.openDB<Buffer, Buffer>({ name: 'log', keyEncoding: 'binary', encoding: 'binary' });
     this.pendingDb = this.env.openDB<Entry, Buffer>({ name: 'pending', keyEncoding: 'binary', encoding: 'msgpack' });
     this.meta = this.env.openDB<unknown, string>({ name: 'meta', encoding: 'msgpack' });
+    this.dbs = [this.kv, this.log, this.pendingDb, this.meta] as Database<unknown, Buffer | string>[];
+    this.fd = openSync(join(dir, 'data.mdb'), 'r+');
+    this.checkpointBytes = opts.checkpointBytes ?? 32 * 1024 * 1024;
+    // Redo files left by a run that did not close cleanly are replayed in any mode (the mode
+    // may have changed between runs); the database file is then flushed and they are deleted.
+    const leftover = RedoLog.files(dir);
+    if (leftover.length > 0) {
+      this.env.transactionSync(() => {
+        for (const f of leftover) {
+          const { records, tornBytes } = RedoLog.read(f.path);
+          this.redoStats.tornBytes += tornBytes;
+          for (const rec of records) {
+            for (const op of redoPackr.unpack(rec) as RedoOp[]) this.applyOp(op);
+            this.redoStats.replayedRecords++;
+          }
+        }
+      });
+    }
     // Entries that were never committed are dropped at start: they were never acknowledged by
     // this node, and its chain will send them again if they were committed elsewhere.
     this.env.transactionSync(() => this.pendingDb.clearSync());
+    if (this.durability === 'fsync' || leftover.length > 0) {
+      fdatasyncSync(this.fd);
+      for (const f of leftover) RedoLog.retireFile(f.path);
+    }
+    if (this.durability === 'fsync') this.redo = new RedoLog(dir);
     for (const { key, value } of this.meta.getRange({})) {
       const m = /^(c|x):(\d+)$/.exec(key);
       if (m === null) continue;
       (m[1] === 'c' ? this.committed : this.clearedAt).set(Number(m[2]), value as number);
     }
-    this.fd = openSync(join(dir, 'data.mdb'), 'r+');
   }
 
   /** Runs `fn` inside one synchronous write transaction: every store write it makes commits together. */
   transaction<T>(fn: () => T): T {
     return this.env.transactionSync(() => {
-      const result = fn();
-      // Committed seqs are written once per transaction, not once per entry.
-      for (const p of this.committedDirty) this.meta.putSync(`c:${p}`, this.committed.get(p) ?? 0);
-      this.committedDirty.clear();
-      return result;
+      this.inTransaction = true;
+      this.redoOps.length = 0;
+      try {
+        const result = fn();
+        // Committed seqs are written once per transaction, not once per entry.
+        for (const p of this.committedDirty) this.put(META, `c:${p}`, this.committed.get(p) ?? 0);
+        this.committedDirty.clear();
+        // The redo record goes out before LMDB commits: the log always holds at least what
+        // the database holds, so a replay never undoes a newer write with an older one.
+        this.appendRedo(this.redoOps);
+        return result;
+      } finally {
+        this.inTransaction = false;
+        this.redoOps.length = 0;
+      }
     });
+  }
+
+  /** Sets a key in one of the databases, recording the write for the redo log. */
+  private put(db: DbCode, key: Buffer | string, value: unknown): void {
+    if (this.redo !== null) {
+      if (this.inTransaction) this.redoOps.push([db, key, value]);
+      else this.appendRedo([[db, key, value]]);
+    }
+    this.dbs[db]!.putSync(key, value);
+  }
+
+  /** Deletes a key in one of the databases, recording the write for the redo log. */
+  private remove(db: DbCode, key: Buffer | string): void {
+    if (this.redo !== null) {
+      if (this.inTransaction) this.redoOps.push([db, key]);
+      else this.appendRedo([[db, key]]);
+    }
+    this.dbs[db]!.removeSync(key);
+  }
+
+  private applyOp(op: RedoOp): void {
+    const [db, key, value] = op;
+    if (op.length >= 3) this.dbs[db]!.putSync(key, value);
+    else this.dbs[db]!.removeSync(key);
+  }
+
+  private appendRedo(ops: RedoOp[]): void {
+    if (this.redo === null || ops.length === 0) return;
+    this.redo.append(redoPackr.pack(ops));
+    if (this.redo.bytes >= this.checkpointBytes && this.checkpointing === null) this.checkpoint();
+  }
+
+  /**
+   * Restarts the redo log: the current file is synced and set aside, new records go to a
+   * fresh file, LMDB's file is flushed (covering every transaction in the old file, all of
+   * them committed by now), and then the old file is deleted.
+   */
+  private checkpoint(): void {
+    const redo = this.redo!;
+    const old = redo.rotate();
+    // Everything written so far is in the old file, now durable.
+    this.markDurable(this.gen);
+    const inFlight = this.syncing ?? Promise.resolve();
+    this.checkpointing = inFlight
+      .catch(() => undefined)
+      .then(
+        () =>
+          new Promise<void>((resolve, reject) => {
+            // Runs once the current transaction has committed (the caller is inside it).
+            setImmediate(() => fdatasync(this.fd, (err) => (err === null ? resolve() : reject(err))));
+          }),
+      )
+      .then(() => {
+        redo.retire(old);
+        this.redoStats.checkpoints++;
+      })
+      .finally(() => {
+        this.checkpointing = null;
+      });
+    // A failed flush leaves the old file in place (replayed at the next start); the next
+    // checkpoint tries again.
+    this.checkpointing.catch(() => undefined);
   }
 
   // ------------------------------------------------------------------ reads
@@ -233,9 +353,9 @@ export class LmdbStore implements Store {
       if (kind === 'clear') continue;
       const idLen = value.readUInt8(1);
       const raw = this.kv.getBinary(kvKey(p, Buffer.from(value.subarray(2 + idLen))));
-      if (raw === undefined || decodeRec(raw).seq !== key.readUIntBE(2, 6)) this.log.removeSync(key);
+      if (raw === undefined || decodeRec(raw).seq !== key.readUIntBE(2, 6)) this.remove(LOG, key);
     }
-    this.meta.putSync(`q:${p}`, below);
+    this.put(META, `q:${p}`, below);
   }
 
   /** Log position up to which garbage was collected, per partition (in memory; a restart rescans from 0). */
@@ -254,12 +374,12 @@ export class LmdbStore implements Store {
         for (const row of this.kv.getRange({ start: partitionStart(p), end: partitionStart(p + 1) })) {
           const rec = decodeRec(row.value);
           if (rec.seq < seq) {
-            this.kv.removeSync(row.key);
-            this.log.removeSync(seqKey(p, rec.seq));
+            this.remove(KV, row.key);
+            this.remove(LOG, seqKey(p, rec.seq));
             removed++;
           }
         }
-        this.log.removeSync(key);
+        this.remove(LOG, key);
         continue;
       }
       if (kind !== 'del') continue;
@@ -268,11 +388,11 @@ export class LmdbStore implements Store {
       if (raw !== undefined) {
         const rec = decodeRec(raw);
         if (rec.tombstone && rec.seq === seq) {
-          this.kv.removeSync(k);
+          this.remove(KV, k);
           removed++;
         }
       }
-      this.log.removeSync(key);
+      this.remove(LOG, key);
     }
     this.gcDone.set(p, floor);
     return removed;
@@ -286,7 +406,7 @@ export class LmdbStore implements Store {
   // ----------------------------------------------------------------- writes
 
   appendPending(p: number, entry: Entry): void {
-    this.pendingDb.putSync(seqKey(p, entry.seq), entry);
+    this.put(PENDING, seqKey(p, entry.seq), entry);
     let set = this.pendingSeqs.get(p);
     if (set === undefined) this.pendingSeqs.set(p, (set = new Set()));
     set.add(entry.seq);
@@ -295,10 +415,10 @@ export class LmdbStore implements Store {
 
   commit(p: number, entry: Entry): void {
     const sk = seqKey(p, entry.seq);
-    if (this.pendingSeqs.get(p)?.delete(entry.seq) === true) this.pendingDb.removeSync(sk);
+    if (this.pendingSeqs.get(p)?.delete(entry.seq) === true) this.remove(PENDING, sk);
     if (entry.kind === 'clear') {
       this.clearedAt.set(p, entry.seq);
-      this.meta.putSync(`x:${p}`, entry.seq);
+      this.put(META, `x:${p}`, entry.seq);
     } else {
       // The superseded version's log row stays until pruneLog: it keeps its request id
       // for retries (a new head must recognise them), and changesAfter skips it. A row
@@ -307,11 +427,11 @@ export class LmdbStore implements Store {
       const old = this.kv.getBinary(k);
       if (old !== undefined) {
         const oldSeq = decodeRec(old).seq;
-        if (oldSeq + KEEP_LOG_SEQS <= entry.seq) this.log.removeSync(seqKey(p, oldSeq));
+        if (oldSeq + KEEP_LOG_SEQS <= entry.seq) this.remove(LOG, seqKey(p, oldSeq));
       }
-      this.kv.putSync(k, encodeRec(entry));
+      this.put(KV, k, encodeRec(entry));
     }
-    this.log.putSync(sk, encodeLog(entry));
+    this.put(LOG, sk, encodeLog(entry));
     this.committed.set(p, entry.seq);
     this.committedDirty.add(p);
     this.touch(p, entry);
@@ -325,7 +445,7 @@ export class LmdbStore implements Store {
 
   dropPending(p: number): void {
     this.pendingSeqs.delete(p);
-    for (const key of this.pendingDb.getKeys({ start: partitionStart(p), end: partitionStart(p + 1) })) this.pendingDb.removeSync(key);
+    for (const key of this.pendingDb.getKeys({ start: partitionStart(p), end: partitionStart(p + 1) })) this.remove(PENDING, key);
   }
 
   loadMembership(): MembershipState | null {
@@ -333,7 +453,7 @@ export class LmdbStore implements Store {
   }
 
   saveMembership(state: MembershipState): void {
-    this.meta.putSync('raft', state);
+    this.put(META, 'raft', state);
     this.gen++;
   }
 
@@ -365,17 +485,25 @@ export class LmdbStore implements Store {
       return this.syncing.then(() => this.sync());
     }
     const target = this.gen;
+    // Every write up to `target` is in the current redo file (a checkpoint syncs the previous
+    // one before switching), or in LMDB's file when there is no redo log.
+    const fd = this.redo !== null ? this.redo.currentFd : this.fd;
     this.syncing = new Promise<void>((resolve, reject) => {
-      fdatasync(this.fd, (err) => {
+      fdatasync(fd, (err) => {
         this.syncing = null;
         if (err !== null) return reject(err);
-        this.syncedGen = Math.max(this.syncedGen, target);
-        for (const [k, g] of this.recentKeys) if (g <= target) this.recentKeys.delete(k);
-        for (const [p, g] of this.recentPartitions) if (g <= target) this.recentPartitions.delete(p);
+        this.markDurable(target);
         resolve();
       });
     });
     return this.syncing;
+  }
+
+  private markDurable(target: number): void {
+    if (target <= this.syncedGen) return;
+    this.syncedGen = target;
+    for (const [k, g] of this.recentKeys) if (g <= target) this.recentKeys.delete(k);
+    for (const [p, g] of this.recentPartitions) if (g <= target) this.recentPartitions.delete(p);
   }
 
   /** Number of live and dead records, for status output. */
@@ -388,6 +516,17 @@ export class LmdbStore implements Store {
     if (this.committedDirty.size > 0) this.transaction(() => undefined);
     this.closed = true;
     await this.sync().catch(() => undefined);
+    await this.checkpointing?.catch(() => undefined);
+    if (this.redo !== null) {
+      // A clean close leaves no redo log: LMDB's file is flushed and holds everything.
+      let flushed = true;
+      try {
+        fdatasyncSync(this.fd);
+      } catch {
+        flushed = false;
+      }
+      this.redo.close(flushed);
+    }
     closeSync(this.fd);
     await this.env.close();
   }

@@ -1,0 +1,150 @@
+import { closeSync, fdatasyncSync, fsyncSync, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { crc32 } from 'node:zlib';
+
+/**
+ * A redo log: append-only files of checksummed records, made durable by fdatasync of a small
+ * sequential file instead of the database file.
+ *
+ * Why: with MDB_NOSYNC, an fdatasync of LMDB's data file has to flush every page a
+ * transaction touched (B-tree paths in four databases, the free list, the meta page) and
+ * costs 0.6-1 ms here; an fdatasync after appending a few hundred bytes to a file costs
+ * about 0.15 ms. So a transaction's writes are appended here before LMDB commits it, the
+ * tail's acknowledgement waits for this file's fdatasync, and LMDB's own file is flushed
+ * only at checkpoints.
+ *
+ * Files are `redo-<n>.log` in the store's directory. A record is
+ *   [length u32 BE][crc32 u32 BE][payload]
+ * and reading stops at the first record that is short or fails its checksum (a torn tail).
+ *
+ * Checkpoint: once the current file passes `rotateBytes`, it is synced and closed for
+ * appends (`rotate`), new records go to the next file, and the caller flushes the database
+ * file; after that the old file is deleted (`retire`). Replaying the files still present is
+ * always safe: every record holds blind writes (set key to value, delete key), and the
+ * database holds a prefix of the recorded sequence, so re-applying a suffix yields the
+ * newest state.
+ */
+export class RedoLog {
+  readonly dir: string;
+  private fd: number;
+  private number: number;
+  private size = 0;
+
+  /** Opens a new file numbered after every existing one (existing files are left for the caller). */
+  constructor(dir: string) {
+    this.dir = dir;
+    const existing = RedoLog.files(dir);
+    this.number = existing.length === 0 ? 1 : existing[existing.length - 1]!.number + 1;
+    this.fd = this.create(this.number);
+  }
+
+  /** The redo files in `dir`, oldest first. */
+  static files(dir: string): { number: number; path: string }[] {
+    const out: { number: number; path: string }[] = [];
+    for (const name of readdirSync(dir)) {
+      const m = /^redo-(\d+)\.log$/.exec(name);
+      if (m !== null) out.push({ number: Number(m[1]), path: join(dir, name) });
+    }
+    return out.sort((a, b) => a.number - b.number);
+  }
+
+  /**
+   * The intact records of one file, in order, and how many bytes after them were unreadable
+   * (0 for a cleanly ended file; more after a crash in the middle of an append).
+   */
+  static read(path: string): { records: Buffer[]; tornBytes: number } {
+    const data = readFileSync(path);
+    const records: Buffer[] = [];
+    let at = 0;
+    while (at + 8 <= data.length) {
+      const len = data.readUInt32BE(at);
+      const sum = data.readUInt32BE(at + 4);
+      if (len === 0 || at + 8 + len > data.length) break;
+      const payload = data.subarray(at + 8, at + 8 + len);
+      if (crc32(payload) !== sum) break;
+      records.push(payload);
+      at += 8 + len;
+    }
+    return { records, tornBytes: data.length - at };
+  }
+
+  /** Bytes appended to the current file. */
+  get bytes(): number {
+    return this.size;
+  }
+
+  /** The current file's descriptor, for `sync` (capture it before an asynchronous flush). */
+  get currentFd(): number {
+    return this.fd;
+  }
+
+  /** Appends one record to the page cache (durable after the next `sync` of this file). */
+  append(payload: Buffer): void {
+    const header = Buffer.allocUnsafe(8);
+    header.writeUInt32BE(payload.length, 0);
+    header.writeUInt32BE(crc32(payload), 4);
+    writeSync(this.fd, header);
+    writeSync(this.fd, payload);
+    this.size += 8 + payload.length;
+  }
+
+  /**
+   * Makes the current file durable (synchronously: it is small and this happens once per
+   * `rotateBytes`), then starts the next file. Returns the finished file, which stays on disk
+   * (and its descriptor open, for flushes already started on it) until `retire`.
+   */
+  rotate(): { fd: number; path: string } {
+    fdatasyncSync(this.fd);
+    const old = { fd: this.fd, path: this.path(this.number) };
+    this.number++;
+    this.fd = this.create(this.number);
+    this.size = 0;
+    return old;
+  }
+
+  /** Deletes a finished file once the database holds everything it recorded. */
+  retire(old: { fd: number; path: string }): void {
+    closeSync(old.fd);
+    unlinkSync(old.path);
+    this.syncDir();
+  }
+
+  /** Deletes a file left by an earlier run, once its records are replayed and flushed. */
+  static retireFile(path: string): void {
+    unlinkSync(path);
+    RedoLog.syncDir(dirname(path));
+  }
+
+  /** Closes the current file; with `remove`, deletes it too (the database holds its records). */
+  close(remove: boolean): void {
+    closeSync(this.fd);
+    if (remove) {
+      unlinkSync(this.path(this.number));
+      this.syncDir();
+    }
+  }
+
+  private path(n: number): string {
+    return join(this.dir, `redo-${String(n).padStart(8, '0')}.log`);
+  }
+
+  private create(n: number): number {
+    const fd = openSync(this.path(n), 'a');
+    // The file's name must survive a power loss before anything in it is relied on.
+    this.syncDir();
+    return fd;
+  }
+
+  private syncDir(): void {
+    RedoLog.syncDir(this.dir);
+  }
+
+  private static syncDir(dir: string): void {
+    const d = openSync(dir, 'r');
+    try {
+      fsyncSync(d);
+    } finally {
+      closeSync(d);
+    }
+  }
+}
