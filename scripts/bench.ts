@@ -5,11 +5,14 @@
  *        [--out docs/benchmarks.md] [--memory] [--cpu-prof] [--no-load] [--no-recovery]
  *        [--keys 100000] [--conns 4] [--client mini|ioredis] [--catchup-keys 200000]
  *        [--memory-keys 1000000] [--warmup S] [--chainkv-root DIR] [--note TEXT ...]
+ *        [--workloads write,read,mixed] [--concurrency 1,16,64] [--modes fsync,process]
  *
  * --quick: 3 s per point and 0.5 s warm-up (default 20 s and 2 s). --memory: also load 1M keys
  * into each system and compare resident memory (slow). --cpu-prof: run the chainkv nodes under
  * `node --cpu-prof` and put each node's top 15 self-time functions in the report.
  * --chainkv-root: benchmark the nodes of another checkout. --note: a line for the report.
+ * --workloads, --concurrency, --modes: run a subset of the points (default: every workload;
+ * c = 1, 16, 64, and 256 for chainkv; chainkv in both durability modes).
  * Exit status 1 when a phase failed (a server crashed, a load could not finish); the report
  * is written all the same, with the failure at the top.
  *
@@ -59,6 +62,9 @@ const { values: args } = parseArgs({
     warmup: { type: 'string' },
     'chainkv-root': { type: 'string' },
     note: { type: 'string', multiple: true },
+    workloads: { type: 'string', default: WORKLOADS.join(',') },
+    concurrency: { type: 'string' },
+    modes: { type: 'string', default: 'fsync,process' },
   },
 });
 
@@ -71,6 +77,19 @@ function int(name: string, raw: string, min: number): number {
   return n;
 }
 
+function list(name: string, raw: string, allowed?: readonly string[]): string[] {
+  const items = raw.split(',').map((x) => x.trim()).filter((x) => x !== '');
+  const bad = allowed === undefined ? [] : items.filter((x) => !allowed.includes(x));
+  if (items.length === 0 || bad.length > 0) {
+    console.error(`bench: --${name} takes a comma-separated list${allowed !== undefined ? ` of ${allowed.join(', ')}` : ''}, got "${raw}"`);
+    process.exit(2);
+  }
+  return items;
+}
+
+const workloads = list('workloads', args.workloads, WORKLOADS) as Workload[];
+const modes = list('modes', args.modes, ['fsync', 'process']) as ('fsync' | 'process')[];
+const concurrencyOption = args.concurrency === undefined ? undefined : list('concurrency', args.concurrency).map((c) => int('concurrency', c, 1));
 const quick = args.quick;
 const durationS = args.duration !== undefined ? Number(args.duration) : quick ? 3 : 20;
 if (!(durationS > 0)) {
@@ -237,7 +256,7 @@ class PhaseAborted extends Error {}
 /** Every point of a phase; a crashed server process aborts the phase (after recording the point). */
 async function drive(phase: Phase, values: ValuePool, rows: Row[]): Promise<void> {
   const pids = (): number[] => phase.server.processes().map((p) => p.pid);
-  for (const workload of WORKLOADS) {
+  for (const workload of workloads) {
     for (const c of phase.concurrency) {
       for (const t of phase.targets) {
         const r = await runPoint(t, { workload: workload as Workload, concurrency: c, durationMs: durationS * 1000, warmupMs: warmupS * 1000, keyCount }, { cores: CORES, serverPids: pids, values });
@@ -322,11 +341,11 @@ async function main(): Promise<BenchResults> {
   log(`load average at start: ${results.machine.loadAvg}; fdatasync probe: ${results.machine.fsync}`);
   const values = new ValuePool();
   const keys = new Keyspace(keyCount);
-  const levels = (sys: string): number[] => (sys === 'chainkv' ? [1, 16, 64, 256] : [1, 16, 64]);
+  const levels = (sys: string): number[] => concurrencyOption ?? (sys === 'chainkv' ? [1, 16, 64, 256] : [1, 16, 64]);
 
   if (!args['no-load']) {
     if (systems.includes('chainkv')) {
-      for (const durability of ['fsync', 'process'] as const) {
+      for (const durability of modes) {
         const profDir = args['cpu-prof'] ? makeTmpDir(`chainkv-prof-${durability}-`) : undefined;
         const base = `chainkv ${durability}`;
         log(`${base}${profDir ? ' (--cpu-prof)' : ''}: starting five nodes`);

@@ -11,7 +11,8 @@ import { VERSION } from './version.ts';
 
 /** The `chainkv` command: run a local cluster or one node, and talk to a cluster. */
 
-const BIN = fileURLToPath(new URL('../../bin/chainkv.mjs', import.meta.url));
+/** The `chainkv` executable, for `start` to run the nodes with; set by `main`. */
+let BIN = fileURLToPath(new URL('../../bin/chainkv.mjs', import.meta.url));
 
 interface ConfigOpts {
   config?: string;
@@ -290,7 +291,9 @@ async function verify(c: ChainKvClient, tries: number): Promise<void> {
   }
 }
 
-export async function main(argv: string[]): Promise<void> {
+/** Runs the CLI; `bin` is the path of bin/chainkv.mjs (the bundle does not know where it is). */
+export async function main(argv: string[], bin?: string): Promise<void> {
+  if (bin !== undefined) BIN = bin;
   try {
     await buildCli().parseAsync(argv);
   } catch (err) {

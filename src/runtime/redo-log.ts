@@ -80,12 +80,14 @@ export class RedoLog {
 
   /** Appends one record to the page cache (durable after the next `sync` of this file). */
   append(payload: Buffer): void {
-    const header = Buffer.allocUnsafe(8);
-    header.writeUInt32BE(payload.length, 0);
-    header.writeUInt32BE(crc32(payload), 4);
-    writeSync(this.fd, header);
-    writeSync(this.fd, payload);
-    this.size += 8 + payload.length;
+    const record = Buffer.allocUnsafe(8 + payload.length);
+    record.writeUInt32BE(payload.length, 0);
+    record.writeUInt32BE(crc32(payload), 4);
+    payload.copy(record, 8);
+    // One write: a record is never split between two system calls.
+    let done = 0;
+    while (done < record.length) done += writeSync(this.fd, record, done);
+    this.size += record.length;
   }
 
   /**

@@ -102,7 +102,7 @@ function encodeLog(entry: Entry): Buffer {
 
 export interface LmdbStoreOptions {
   durability: Durability;
-  /** LMDB map size in bytes (the largest the database may grow to); default 64 GiB (sparse). */
+  /** Initial LMDB map size in bytes; by default lmdb-js starts small and grows it as needed. */
   mapSize?: number;
   /** fsync mode: redo log bytes after which LMDB's file is flushed and the log restarted; default 32 MiB. */
   checkpointBytes?: number;
@@ -149,7 +149,10 @@ export class LmdbStore implements Store {
       path: dir,
       noSync: true, // we fsync ourselves, once per group of transactions (see sync())
       overlappingSync: false,
-      mapSize: opts.mapSize ?? 64 * 1024 ** 3,
+      // Commits change the mapped pages in place instead of one pwrite per dirty page (about
+      // a dozen per transaction). lmdb-js grows the map (and so the file) as the data grows.
+      useWritemap: true,
+      ...(opts.mapSize !== undefined ? { mapSize: opts.mapSize } : {}),
       maxDbs: 8,
     });
     this.kv = this.env.openDB<Buffer, Buffer>({ name: 'kv', keyEncoding: 'binary', encoding: 'binary' });

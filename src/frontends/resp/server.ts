@@ -252,13 +252,23 @@ export class RespServer {
         socket.resume();
       }
     };
+    // Replies that complete in the same turn go out in one write: the flush runs after the
+    // microtask queue has drained (every reply the node released in that turn is in place).
+    let flushQueued = false;
+    const flushAfterTurn = (): void => {
+      flushQueued = false;
+      flush();
+    };
     const submit = (reply: Buffer | Promise<Buffer>): void => {
       const i = slots.length;
       slots.push(undefined);
       if (reply instanceof Promise) {
         void reply.then((b) => {
           slots[i] = b;
-          flush();
+          if (!flushQueued) {
+            flushQueued = true;
+            process.nextTick(flushAfterTurn);
+          }
         });
       } else {
         slots[i] = reply;
