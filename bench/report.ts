@@ -57,6 +57,8 @@ export interface BenchResults {
   profiles: { pass: string; node: string; summary: ProfileSummary }[];
   logs: LogSummary[];
   notes: string[];
+  /** Hand-written analysis of the misses (bench/analysis.md), copied into the report. */
+  analysis?: string;
   /** Phases that could not finish (a server crashed, a load failed): never hidden. */
   failures: string[];
   chart?: string;
@@ -251,6 +253,10 @@ export function markdown(r: BenchResults, chartRel: string | undefined): string 
   L.push('|---|---|---|---|');
   for (const t of targets(r)) L.push(`| ${t.name} | ${t.goal} | ${t.measured} | ${t.met === undefined ? 'n/a' : t.met ? `**met** — ${t.margin.replace(/^met: /, '')}` : `**missed** — ${t.margin.replace(/^missed: /, '')}`} |`);
   L.push('');
+  if (r.analysis !== undefined) {
+    L.push(r.analysis.replace(/^<!--[\s\S]*?-->\s*/, '').trimEnd());
+    L.push('');
+  }
   if (r.rows.length > 0) {
     L.push('## Throughput and latency');
     L.push('');

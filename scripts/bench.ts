@@ -449,6 +449,8 @@ async function main(): Promise<BenchResults> {
   const chartRel = drawChart(results);
   results.elapsedS = (performance.now() - t0) / 1000;
   printSummary(results);
+  const analysisFile = join(ROOT, 'bench', 'analysis.md');
+  if (existsSync(analysisFile)) results.analysis = readFileSync(analysisFile, 'utf8');
   writeFileSync(outFile, markdown(results, chartRel));
   log(`report written to ${relative(process.cwd(), outFile)}${chartRel !== undefined ? ` and ${relative(process.cwd(), pngFile)}` : ''} (${results.elapsedS.toFixed(0)} s)`);
   return results;
