@@ -14,7 +14,8 @@ import { RedoLog } from './redo-log.ts';
  * Layout (one LMDB environment, four named databases):
  *   kv      [partition u16][key]        -> [flags u8][seq u48][epoch u32][value]   latest committed version per key
  *   log     [partition u16][seq u48]    -> [kind u8][idLen u8][id][key]            one row per live version, for catch-up
- *   pending [partition u16][seq u48]    -> msgpack Entry                             received, not yet committed
+ *   pending (empty: once entries received but not committed; now kept in memory only, the
+ *            database is only cleared at open, for data directories written by older versions)
  *   meta    string                      -> number                                    committed seq, clear marks
  *
  * Writes are made in synchronous LMDB transactions opened with MDB_NOSYNC, so they are visible
@@ -413,7 +414,8 @@ export class LmdbStore implements Store {
   // ----------------------------------------------------------------- writes
 
   appendPending(p: number, entry: Entry): void {
-    this.put(PENDING, seqKey(p, entry.seq), entry);
+    // Pending entries live in memory only (the core keeps them): a restarted node drops them
+    // anyway and re-reads them from its chain, so writing them to disk bought nothing.
     let set = this.pendingSeqs.get(p);
     if (set === undefined) this.pendingSeqs.set(p, (set = new Set()));
     set.add(entry.seq);
@@ -422,7 +424,7 @@ export class LmdbStore implements Store {
 
   commit(p: number, entry: Entry): void {
     const sk = seqKey(p, entry.seq);
-    if (this.pendingSeqs.get(p)?.delete(entry.seq) === true) this.remove(PENDING, sk);
+    this.pendingSeqs.get(p)?.delete(entry.seq);
     if (entry.kind === 'clear') {
       this.clearedAt.set(p, entry.seq);
       this.put(META, `x:${p}`, entry.seq);
@@ -452,7 +454,6 @@ export class LmdbStore implements Store {
 
   dropPending(p: number): void {
     this.pendingSeqs.delete(p);
-    for (const key of this.pendingDb.getKeys({ start: partitionStart(p), end: partitionStart(p + 1) })) this.remove(PENDING, key);
   }
 
   loadMembership(): MembershipState | null {
@@ -515,7 +516,9 @@ export class LmdbStore implements Store {
 
   /** Number of live and dead records, for status output. */
   stats(): { records: number; logRows: number; pending: number } {
-    return { records: this.kv.getCount(), logRows: this.log.getCount(), pending: this.pendingDb.getCount() };
+    let pending = 0;
+    for (const set of this.pendingSeqs.values()) pending += set.size;
+    return { records: this.kv.getCount(), logRows: this.log.getCount(), pending };
   }
 
   async close(): Promise<void> {
