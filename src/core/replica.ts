@@ -154,6 +154,11 @@ interface RecentWrite {
 
 const keyStr = (key: Buffer): string => key.toString('latin1');
 
+/** A joining node asks again for a catch-up page not answered within this time. */
+const CATCHUP_REASK_MS = 1000;
+/** ... and asks for the first page this often until one arrives. */
+const CATCHUP_FIRST_ASK_MS = 100;
+
 /**
  * The window of recent request ids, in two generations: when the current one is full it
  * becomes the previous one and the oldest generation is dropped whole. O(1) per id (evicting
@@ -353,6 +358,7 @@ export class Replica {
         if (s.mode === 'member' || (selfState === 'joining' && s.mode === 'out')) this.resetPartition(s);
         s.mode = selfState === 'joining' ? 'catchup' : 'out';
         s.caught = false;
+        s.catchupTarget = 0;
         continue;
       }
       const oldChain = servingChain(this.ring, old, s.p);
@@ -561,8 +567,11 @@ export class Replica {
   private tickCatchup(s: PartitionState): void {
     if (s.caught) return;
     // Pages are asked for as soon as the previous one is applied; the tick only re-asks for
-    // one that seems lost (a large page can take a while to read, send and apply).
-    if (this.now - s.syncSentAt < 300) return;
+    // one that seems lost (a large page can take a few hundred ms to read, send and apply on
+    // a busy machine: asking again too early makes the source read every page twice).
+    // Until the first page arrives, ask often: the source ignores asks until it has learnt
+    // the view in which this node is joining, which is usually a few ms after this node did.
+    if (this.now - s.syncSentAt < (s.catchupTarget === 0 ? CATCHUP_FIRST_ASK_MS : CATCHUP_REASK_MS)) return;
     const chain = this.chainOf(s.p);
     const source = chain[chain.length - 1];
     if (source === undefined) return;
@@ -841,6 +850,10 @@ export class Replica {
   private onCatchupReply(from: string, msg: Extract<DataMsg, { t: 'cur' }>): void {
     const s = this.parts.get(msg.p);
     if (s === undefined || s.mode !== 'catchup' || msg.e !== this.view.epoch || s.caught) return;
+    // A reply to an ask that was repeated, arriving after the first answer was applied: it
+    // brings nothing new, and asking for "the next page" again would start a second stream of
+    // asks beside the first one.
+    if (msg.more && msg.entries.length > 0 && msg.entries[msg.entries.length - 1]!.seq <= s.committed) return;
     for (const [id, seq] of msg.ids) this.recent.set(id, { p: s.p, seq, existed: true });
     for (const entry of msg.entries) if (entry.seq > s.committed) this.store.commit(s.p, entry);
     const lastSeq = msg.entries.length > 0 ? msg.entries[msg.entries.length - 1]!.seq : s.committed;

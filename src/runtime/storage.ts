@@ -41,6 +41,8 @@ type DbCode = typeof KV | typeof LOG | typeof PENDING | typeof META;
 /** A blind write: [db, key, value] sets, [db, key] deletes. */
 type RedoOp = [DbCode, Buffer | string, unknown?];
 const redoPackr = new Packr({ useRecords: false, moreTypes: false });
+/** meta key: number of the newest redo record whose writes LMDB holds. */
+const REDO_SEQ_KEY = 'r';
 const KIND_CODE: Record<EntryKind, number> = { put: 0, del: 1, clear: 2 };
 const CODE_KIND: EntryKind[] = ['put', 'del', 'clear'];
 
@@ -129,6 +131,8 @@ export class LmdbStore implements Store {
   private readonly redo: RedoLog | null = null;
   private readonly redoOps: RedoOp[] = [];
   private inTransaction = false;
+  /** Number of the newest redo record (stored in meta `r` by the transaction it records). */
+  private redoSeq = 0;
   private readonly checkpointBytes: number;
   private checkpointing: Promise<void> | null = null;
   readonly redoStats = { replayedRecords: 0, tornBytes: 0, checkpoints: 0 };
@@ -169,6 +173,10 @@ export class LmdbStore implements Store {
     this.checkpointBytes = opts.checkpointBytes ?? 32 * 1024 * 1024;
     // Redo files left by a run that did not close cleanly are replayed in any mode (the mode
     // may have changed between runs); the database file is then flushed and they are deleted.
+    // Each record is numbered, and the transaction it records also stores that number in
+    // meta `r`: records up to LMDB's `r` are already in LMDB (after a process crash, all of
+    // them), so only the ones after it are applied.
+    this.redoSeq = (this.meta.get(REDO_SEQ_KEY) as number | undefined) ?? 0;
     const leftover = RedoLog.files(dir);
     if (leftover.length > 0) {
       this.env.transactionSync(() => {
@@ -176,10 +184,14 @@ export class LmdbStore implements Store {
           const { records, tornBytes } = RedoLog.read(f.path);
           this.redoStats.tornBytes += tornBytes;
           for (const rec of records) {
-            for (const op of redoPackr.unpack(rec) as RedoOp[]) this.applyOp(op);
+            const [n, ops] = redoPackr.unpack(rec) as [number, RedoOp[]];
+            if (n <= this.redoSeq) continue;
+            for (const op of ops) this.applyOp(op);
+            this.redoSeq = n;
             this.redoStats.replayedRecords++;
           }
         }
+        this.meta.putSync(REDO_SEQ_KEY, this.redoSeq);
       });
     }
     // Entries that were never committed are dropped at start: they were never acknowledged by
@@ -221,8 +233,10 @@ export class LmdbStore implements Store {
   /** Sets a key in one of the databases, recording the write for the redo log. */
   private put(db: DbCode, key: Buffer | string, value: unknown): void {
     if (this.redo !== null) {
-      if (this.inTransaction) this.redoOps.push([db, key, value]);
-      else this.appendRedo([[db, key, value]]);
+      // A write outside `transaction` gets one of its own: its record and its number in
+      // meta `r` must commit together with it.
+      if (!this.inTransaction) return this.transaction(() => this.put(db, key, value));
+      this.redoOps.push([db, key, value]);
     }
     this.dbs[db]!.putSync(key, value);
   }
@@ -230,8 +244,8 @@ export class LmdbStore implements Store {
   /** Deletes a key in one of the databases, recording the write for the redo log. */
   private remove(db: DbCode, key: Buffer | string): void {
     if (this.redo !== null) {
-      if (this.inTransaction) this.redoOps.push([db, key]);
-      else this.appendRedo([[db, key]]);
+      if (!this.inTransaction) return this.transaction(() => this.remove(db, key));
+      this.redoOps.push([db, key]);
     }
     this.dbs[db]!.removeSync(key);
   }
@@ -242,9 +256,12 @@ export class LmdbStore implements Store {
     else this.dbs[db]!.removeSync(key);
   }
 
+  /** Appends one record of blind writes; the caller then makes them in LMDB, with the record's number. */
   private appendRedo(ops: RedoOp[]): void {
     if (this.redo === null || ops.length === 0) return;
-    this.redo.append(redoPackr.pack(ops));
+    const n = ++this.redoSeq;
+    this.redo.append(redoPackr.pack([n, ops]));
+    this.meta.putSync(REDO_SEQ_KEY, n);
     if (this.redo.bytes >= this.checkpointBytes && this.checkpointing === null) this.checkpoint();
   }
 
