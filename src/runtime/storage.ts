@@ -32,12 +32,11 @@ export type Durability = 'fsync' | 'process';
 
 const FLAG_TOMBSTONE = 1;
 
-/** Database codes in redo records. */
+/** Database codes in redo records (2, the pending database, is no longer written). */
 const KV = 0;
 const LOG = 1;
-const PENDING = 2;
 const META = 3;
-type DbCode = typeof KV | typeof LOG | typeof PENDING | typeof META;
+type DbCode = typeof KV | typeof LOG | 2 | typeof META;
 /** A blind write: [db, key, value] sets, [db, key] deletes. */
 type RedoOp = [DbCode, Buffer | string, unknown?];
 const redoPackr = new Packr({ useRecords: false, moreTypes: false });
