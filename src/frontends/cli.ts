@@ -1,3 +1,4 @@
+import v8 from 'node:v8';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -99,6 +100,7 @@ async function startCluster(opts: ConfigOpts): Promise<void> {
 }
 
 async function runNode(name: string, opts: ConfigOpts): Promise<void> {
+  if (process.env.CHAINKV_V8_FLAGS !== undefined) v8.setFlagsFromString(process.env.CHAINKV_V8_FLAGS);
   const cfg = configFrom(opts);
   const node = await startNode(cfg, name);
   const stop = (): void => {
