@@ -85,9 +85,14 @@ export interface MembershipHost {
   random(): number;
   /** Called when the committed view changes. */
   onCommittedView(view: View): void;
+  /** An operator-facing log line (why the leader changes a view). */
+  log?(msg: string, data: Record<string, unknown>): void;
 }
 
 type Role = 'follower' | 'candidate' | 'leader';
+
+/** A joining node is taken for dead after this many times `detectMs` of silence. */
+const JOINING_SILENCE_FACTOR = 5;
 
 export class Membership {
   private readonly host: MembershipHost;
@@ -441,11 +446,18 @@ export class Membership {
       const state = view.states[node];
       const heard = this.lastHeard.get(node) ?? this.leaderSince;
       const dead = (this.deadAt.get(node) ?? -Infinity) > heard - 1 && node !== this.host.self;
-      const silent = node !== this.host.self && this.now - heard > this.timing.detectMs;
+      // A joining node serves nothing, so taking it for dead late costs no availability, and
+      // while it applies catch-up pages its replies can lag by a few hundred ms.
+      const silenceMs = state === 'joining' ? this.timing.detectMs * JOINING_SILENCE_FACTOR : this.timing.detectMs;
+      const silent = node !== this.host.self && this.now - heard > silenceMs;
       if ((state === 'up' || state === 'joining') && (dead || silent)) {
         // Our own promise must have run out first (followers check theirs when appending).
         if (this.blockedByPromise(view, next(node, 'down'))) continue;
         this.joinRequests.delete(node);
+        this.host.log?.(
+          dead ? `marking ${node} down: its connection was refused` : `marking ${node} down: nothing heard from it for ${Math.round(this.now - heard)} ms`,
+          { target: node, reason: dead ? 'refused' : 'silent', silentMs: Math.round(this.now - heard) },
+        );
         return this.append(next(node, 'down'));
       }
     }

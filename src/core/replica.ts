@@ -226,6 +226,7 @@ export class Replica {
         persist: (state: MembershipState) => this.store.saveMembership(state),
         random: () => this.random(),
         onCommittedView: (view) => this.applyView(view),
+        log: (msg, data) => this.log('info', msg, data),
       },
       initialView(this.ring),
       this.store.loadMembership(),

@@ -17,6 +17,9 @@ import { PeerTransport } from './transport.ts';
  * write transaction; the outputs are then released in order, those marked durable only after
  * an fdatasync that started after the transaction committed (group commit).
  */
+/** A turn of the protocol core longer than this is logged as a warning. */
+const SLOW_TURN_MS = 100;
+
 export class NodeRuntime {
   readonly name: string;
   readonly config: ClusterConfig;
@@ -143,6 +146,12 @@ export class NodeRuntime {
       process.exit(70);
     }
     this.counters.steps += inbox.length;
+    const tookMs = performance.now() - now;
+    if (tookMs >= SLOW_TURN_MS) {
+      // The event loop was blocked this long: heartbeats and leases wait too, and past
+      // failureDetectMs the leader takes the node for dead.
+      this.log.warn({ ms: Math.round(tookMs), inputs: inbox.length }, `slow turn: ${inbox.length} inputs took ${Math.round(tookMs)} ms`);
+    }
     this.dispatch(outputs);
     this.transport.flush();
   }
@@ -168,8 +177,13 @@ export class NodeRuntime {
     }
     if (needSync) {
       this.counters.fsyncs++;
+      const syncStart = performance.now();
       this.store.sync().then(
-        () => this.release(),
+        () => {
+          const ms = performance.now() - syncStart;
+          if (ms >= SLOW_TURN_MS) this.log.warn({ ms: Math.round(ms) }, `slow fdatasync: durable outputs waited ${Math.round(ms)} ms`);
+          this.release();
+        },
         (err: unknown) => {
           this.log.fatal({ err }, 'fdatasync failed; exiting');
           process.exit(71);

@@ -825,6 +825,15 @@ export class PeerTransport {
     }
     this.inboundByPeer.set(from, conn);
     this.log.debug({ peer: from, remote: conn.remote }, 'inbound peer connection accepted');
+    // The peer is listening again (it just connected to us): dial it now rather than when
+    // the backoff says, so a restarted node hears from us at once.
+    const out = this.peers.get(from);
+    if (out !== undefined && out.socket === null && out.reconnectTimer !== null && !this.closed) {
+      clearTimeout(out.reconnectTimer);
+      out.reconnectTimer = null;
+      out.backoffMs = this.reconnectMinMs;
+      this.dial(out);
+    }
   }
 
   private reject(conn: InConn, reason: string): void {

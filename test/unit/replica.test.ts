@@ -162,6 +162,33 @@ describe('restarts (no writes meanwhile)', () => {
   });
 });
 
+describe('failure detection', () => {
+  test('a joining node silent for 1.2 s stays joining (it serves nothing); an up node silent as long is taken down', () => {
+    const sim = new SimCluster({ seed: 53 });
+    for (let i = 0; i < 40; i++) assert.ok(put(sim, sim.names[i % 5]!, `f-${i}`, `v${i}`).ok);
+    assertConverged(sim);
+    const [observer, , , , victim] = sim.names as [string, string, string, string, string];
+    const stateOf = (n: string) => sim.node(observer).replica.currentView.states[n];
+    sim.crash(victim, true);
+    assert.ok(sim.runWhile(() => stateOf(victim) !== 'down', 5_000), 'the crashed node is taken down');
+    sim.restart(victim);
+    assert.ok(sim.runWhile(() => stateOf(victim) !== 'joining', 5_000), 'the restarted node joins');
+    // Silent while joining (as when it applies large catch-up pages): still joining after 1.2 s.
+    sim.pause(victim);
+    const seen = new Set<string>();
+    sim.runWhile(() => (seen.add(stateOf(victim)!), true), 1_200);
+    assert.deepEqual([...seen], ['joining']);
+    sim.resume(victim);
+    assert.ok(sim.runWhile(() => stateOf(victim) !== 'up', 10_000), 'it catches up and is up again');
+    // The same silence from an up node: taken down (its chains must go on without it).
+    sim.pause(victim);
+    assert.ok(sim.runWhile(() => stateOf(victim) !== 'down', 1_200), 'an up node silent for 1.2 s is taken down');
+    sim.resume(victim);
+    assertConverged(sim);
+    for (let i = 0; i < 40; i++) assert.equal(get(sim, victim, `f-${i}`), `v${i}`);
+  });
+});
+
 describe('tombstones', () => {
   test('are collected once every member has them, never while a member is away; deleted keys stay deleted', () => {
     const sim = new SimCluster({ seed: 51 });

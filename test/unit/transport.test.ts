@@ -359,6 +359,28 @@ describe('PeerTransport', () => {
     }
   });
 
+  test('a peer that comes back and connects to us is dialed at once, not when the backoff ends', async () => {
+    const portB = await freePort();
+    // A's backoff grows to 5 s while B is away.
+    const A = makeNode('A', { B: { host: HOST, port: portB } }, { reconnectMinMs: 5_000, reconnectMaxMs: 5_000 });
+    await A.t.start();
+    let B: Node | undefined;
+    try {
+      A.t.send('B', { seq: 1 });
+      await sleep(100); // the first dial was refused; the next one is 5 s away
+      assert.equal(A.t.isConnected('B'), false);
+      B = makeNode('B', { A: { host: HOST, port: A.t.port } }, { listen: { host: HOST, port: portB } });
+      await B.t.start();
+      B.t.send('A', { seq: 2 }); // B dials A: A learns that B listens again
+      const t0 = Date.now();
+      await waitFor('A connected to B', () => A.t.isConnected('B'), 4_000);
+      assert.ok(Date.now() - t0 < 2_000, `A dialed B ${Date.now() - t0} ms after B connected`);
+      await waitFor('queued message delivered', () => seqsFrom(B!, 'A').length === 1);
+    } finally {
+      await closeAll(B === undefined ? [A] : [A, B]);
+    }
+  });
+
   test('bounded queue drops the oldest messages; dropQueue discards the rest', async () => {
     const portB = await freePort();
     const A = makeNode('A', { B: { host: HOST, port: portB } }, { maxQueueMessages: 100 });
