@@ -746,7 +746,10 @@ export function explicitChecks(ops: readonly Op[], keys: readonly string[], fina
     const writes = ops.filter((o) => o.key === key && o.kind !== 'get' && o.status !== 'fail');
     const acked = writes.filter((o) => o.status === 'ok');
     const inDoubt = writes.filter((o) => o.status === 'info');
-    const last = acked.filter((w) => !acked.some((w2) => w2.invoke > w.complete));
+    // The acknowledged writes no other acknowledged write started after (linear, not quadratic:
+    // long runs have thousands of writes per key).
+    const latestInvoke = acked.reduce((m, w) => Math.max(m, w.invoke), -Infinity);
+    const last = acked.filter((w) => w.complete >= latestInvoke);
     const allowed = new Set<string | null>(last.map((w) => (w.kind === 'put' ? w.value : null)));
     if (acked.length === 0) allowed.add(null);
     for (const w of inDoubt) allowed.add(w.kind === 'put' ? w.value : null);
@@ -761,6 +764,29 @@ export function explicitChecks(ops: readonly Op[], keys: readonly string[], fina
   for (const o of ops) if (o.kind === 'put' && o.value !== null) putOf.set(`${o.key}\u0000${o.value}`, o);
   const byKey = new Map<string, Op[]>();
   for (const o of ops) if (o.kind !== 'get' && o.status === 'ok') (byKey.get(o.key) ?? byKey.set(o.key, []).get(o.key)!).push(o);
+  // Per key, acknowledged writes by invocation time, and for each position the write that
+  // completed first among it and all later-invoked ones: "did an acknowledged write start
+  // after t and complete before u" is then a binary search, not a scan.
+  const earliestFrom = new Map<string, Op[]>();
+  for (const [key, writes] of byKey) {
+    writes.sort((a, b) => a.invoke - b.invoke);
+    const suffix: Op[] = new Array<Op>(writes.length);
+    for (let i = writes.length - 1; i >= 0; i--) {
+      const next = suffix[i + 1];
+      suffix[i] = next !== undefined && next.complete < writes[i]!.complete ? next : writes[i]!;
+    }
+    earliestFrom.set(key, suffix);
+  }
+  const firstInvokedAfter = (writes: Op[], t: number): number => {
+    let lo = 0;
+    let hi = writes.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (writes[mid]!.invoke > t) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo;
+  };
   let reported = 0;
   for (const g of ops) {
     if (g.kind !== 'get' || g.status !== 'ok' || g.value === null || reported >= 20) continue;
@@ -771,7 +797,10 @@ export function explicitChecks(ops: readonly Op[], keys: readonly string[], fina
       continue;
     }
     if (put.status !== 'ok') continue;
-    const later = (byKey.get(g.key) ?? []).find((w) => w !== put && w.invoke > put.complete && w.complete < g.invoke);
+    // The put itself was invoked before it completed, so it is never among these.
+    const writes = byKey.get(g.key) ?? [];
+    const first = earliestFrom.get(g.key)?.[firstInvokedAfter(writes, put.complete)];
+    const later = first !== undefined && first.complete < g.invoke ? first : undefined;
     if (later !== undefined) {
       out.push(
         `key ${JSON.stringify(g.key)}: ${later.kind === 'delete' ? 'a deleted value returned' : 'stale read'}: client ${g.process} read ${JSON.stringify(g.value)} ` +

@@ -38,3 +38,19 @@ test('writes in doubt may or may not have happened; reads of unwritten values ar
   const split = new Map([['a', new Map<string, string | null>([['n1', 'v1'], ['n2', 'v2']])]]);
   assert.match(explicitChecks(ops, ['a'], split).join('\n'), /final reads disagree/);
 });
+
+test('long histories: a stale read among thousands of overlapping writes is found, a fresh one is not', () => {
+  // 4,000 puts by two clients, each overlapping the next; reads in between.
+  const ops: Op[] = [];
+  for (let i = 0; i < 4000; i++) ops.push(op({ kind: 'put', value: `v${i}`, invoke: i * 10, complete: i * 10 + 15, process: i % 2 }));
+  // Reads that may return v2999: during or right after its put, before v3000's put completed.
+  ops.push(op({ kind: 'get', value: 'v2999', invoke: 29_995, complete: 30_000, process: 5 }));
+  ops.push(op({ kind: 'get', value: 'v2999', invoke: 30_012, complete: 30_013, process: 6 }));
+  assert.deepEqual(explicitChecks(ops, ['a'], finals('v3999')), []);
+  // v3001's put (invoked after v2999's completed) was acknowledged before this read began.
+  ops.push(op({ kind: 'get', value: 'v2999', invoke: 30_030, complete: 30_031, process: 7 }));
+  const out = explicitChecks(ops, ['a'], finals('v3999')).join('\n');
+  assert.match(out, /stale read: client 7 read "v2999"/);
+  assert.match(out, /put "v3001"/);
+  assert.doesNotMatch(out, /client [56] /);
+});
