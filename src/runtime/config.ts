@@ -22,6 +22,8 @@ export interface ClusterConfig {
   replication: number;
   dataDir: string;
   durability: Durability;
+  /** Initial size of each node's LMDB map (and sparse data file), MiB; grown when the data outgrows it. */
+  mapSizeMiB: number;
   maxKeyBytes: number;
   maxValueBytes: number;
   requestTimeoutMs: number;
@@ -56,6 +58,7 @@ export function defaultConfig(): ClusterConfig {
     replication: 3,
     dataDir: './data',
     durability: 'fsync',
+    mapSizeMiB: 1024,
     maxKeyBytes: 1024,
     maxValueBytes: 1024 * 1024,
     requestTimeoutMs: 5000,
@@ -141,11 +144,12 @@ function validate(cfg: ClusterConfig): void {
     fail(`"replication" must be between 1 and the node count (${cfg.nodes.length}), got ${cfg.replication}`);
   }
   if (cfg.durability !== 'fsync' && cfg.durability !== 'process') fail(`"durability" must be "fsync" or "process", got "${String(cfg.durability)}"`);
-  const positive = ['maxKeyBytes', 'maxValueBytes', 'requestTimeoutMs', 'retryMs', 'retransmitMs', 'tickMs', 'heartbeatMs', 'electionTimeoutMs', 'failureDetectMs', 'leaseMs'] as const;
+  const positive = ['mapSizeMiB', 'maxKeyBytes', 'maxValueBytes', 'requestTimeoutMs', 'retryMs', 'retransmitMs', 'tickMs', 'heartbeatMs', 'electionTimeoutMs', 'failureDetectMs', 'leaseMs'] as const;
   for (const k of positive) if (!Number.isInteger(cfg[k]) || cfg[k] <= 0) fail(`"${k}" must be a positive integer, got ${String(cfg[k])}`);
   if (!(typeof cfg.clockDrift === 'number' && cfg.clockDrift >= 0 && cfg.clockDrift < 0.2)) fail(`"clockDrift" must be a number in [0, 0.2), got ${String(cfg.clockDrift)}`);
   if (cfg.heartbeatMs * 3 > cfg.electionTimeoutMs) fail(`"electionTimeoutMs" (${cfg.electionTimeoutMs}) must be at least three heartbeats (${cfg.heartbeatMs * 3})`);
   if (cfg.maxKeyBytes > 1900) fail(`"maxKeyBytes" can be at most 1900 (the storage engine's key limit), got ${cfg.maxKeyBytes}`);
+  if (cfg.mapSizeMiB > 1024 * 1024) fail(`"mapSizeMiB" can be at most 1048576 (1 TiB), got ${cfg.mapSizeMiB}`);
   if (cfg.maxValueBytes > 512 * 1024 * 1024) fail(`"maxValueBytes" can be at most 512 MiB, got ${cfg.maxValueBytes}`);
 }
 

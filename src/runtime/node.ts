@@ -54,7 +54,7 @@ export class NodeRuntime {
       config.nodes.map((n) => n.name),
       config.replication,
     );
-    this.store = new LmdbStore(nodeDataDir(config, name), { durability: config.durability });
+    this.store = new LmdbStore(nodeDataDir(config, name), { durability: config.durability, mapSize: config.mapSizeMiB * 1024 * 1024 });
     this.replica = new Replica({
       self: name,
       ring: this.ring,

@@ -157,9 +157,9 @@ export class LmdbStore implements Store {
       // a dozen per transaction): 20% more writes per second at c=64 on this machine.
       useWritemap: true,
       // With MDB_WRITEMAP the file is as large as the map (sparse: `du` shows what is used).
-      // 1 GiB to start; lmdb-js grows the map when the data outgrows it (each remap leaves
-      // the old mapping resident for a while, so a node that will hold more should start
-      // with a larger mapSize).
+      // 1 GiB to start unless configured (`mapSizeMiB`); lmdb-js grows the map when the data
+      // outgrows it, and each remap leaves the old mapping resident for a while, so a node
+      // that will hold more should start with a larger map.
       mapSize: opts.mapSize ?? 1024 ** 3,
       maxDbs: 8,
     });

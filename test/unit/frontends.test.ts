@@ -370,6 +370,14 @@ describe('config validation (loadConfig)', () => {
     refused({ logLevel: 30 }, /"logLevel" must be one of .*got 30$/);
   });
 
+  test('mapSizeMiB: a positive integer up to 1 TiB, default 1024', () => {
+    assert.equal(loadConfig(file({})).mapSizeMiB, 1024);
+    assert.equal(loadConfig(file({ mapSizeMiB: 8192 })).mapSizeMiB, 8192);
+    refused({ mapSizeMiB: 0 }, /^"mapSizeMiB" must be a positive integer, got 0$/);
+    refused({ mapSizeMiB: 1.5 }, /^"mapSizeMiB" must be a positive integer/);
+    refused({ mapSizeMiB: 2 * 1024 * 1024 }, /^"mapSizeMiB" can be at most 1048576/);
+  });
+
   test('unknown fields inside nodes[] are refused', () => {
     assert.equal(loadConfig(file({ nodes: nodes(), replication: 2 })).nodes.length, 2);
     refused({ nodes: nodes({ prot: 1 }), replication: 2 }, /^nodes\[1\]: unknown field "prot" \(a node has name, host, httpPort, respPort, peerPort\)$/);
