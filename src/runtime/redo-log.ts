@@ -107,23 +107,19 @@ export class RedoLog {
   /** Deletes a finished file once the database holds everything it recorded. */
   retire(old: { fd: number; path: string }): void {
     closeSync(old.fd);
-    unlinkSync(old.path);
-    this.syncDir();
+    RedoLog.retireFile(old.path);
   }
 
-  /** Deletes a file left by an earlier run, once its records are replayed and flushed. */
+  /** Deletes a file (left by an earlier run, or finished) whose records the database holds. */
   static retireFile(path: string): void {
     unlinkSync(path);
-    RedoLog.syncDir(dirname(path));
+    syncDir(dirname(path));
   }
 
   /** Closes the current file; with `remove`, deletes it too (the database holds its records). */
   close(remove: boolean): void {
     closeSync(this.fd);
-    if (remove) {
-      unlinkSync(this.path(this.number));
-      this.syncDir();
-    }
+    if (remove) RedoLog.retireFile(this.path(this.number));
   }
 
   private path(n: number): string {
@@ -133,20 +129,17 @@ export class RedoLog {
   private create(n: number): number {
     const fd = openSync(this.path(n), 'a');
     // The file's name must survive a power loss before anything in it is relied on.
-    this.syncDir();
+    syncDir(this.dir);
     return fd;
   }
+}
 
-  private syncDir(): void {
-    RedoLog.syncDir(this.dir);
-  }
-
-  private static syncDir(dir: string): void {
-    const d = openSync(dir, 'r');
-    try {
-      fsyncSync(d);
-    } finally {
-      closeSync(d);
-    }
+/** fsync of a directory: makes the creation or removal of its entries durable. */
+function syncDir(dir: string): void {
+  const d = openSync(dir, 'r');
+  try {
+    fsyncSync(d);
+  } finally {
+    closeSync(d);
   }
 }

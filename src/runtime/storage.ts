@@ -32,11 +32,11 @@ export type Durability = 'fsync' | 'process';
 
 const FLAG_TOMBSTONE = 1;
 
-/** Database codes in redo records (2, the pending database, is no longer written). */
+/** Database codes in redo records (2 was the pending database, no longer written). */
 const KV = 0;
 const LOG = 1;
 const META = 3;
-type DbCode = typeof KV | typeof LOG | 2 | typeof META;
+type DbCode = typeof KV | typeof LOG | typeof META;
 /** A blind write: [db, key, value] sets, [db, key] deletes. */
 type RedoOp = [DbCode, Buffer | string, unknown?];
 const redoPackr = new Packr({ useRecords: false, moreTypes: false });
@@ -116,16 +116,15 @@ export class LmdbStore implements Store {
   private readonly env: RootDatabase;
   private readonly kv: Database<Buffer, Buffer>;
   private readonly log: Database<Buffer, Buffer>;
-  private readonly pendingDb: Database<Entry, Buffer>;
   private readonly meta: Database<unknown, string>;
   private readonly committed = new Map<number, number>();
   /** Partitions whose committed seq changed in the current transaction. */
   private readonly committedDirty = new Set<number>();
-  /** Seqs held in the pending db, per partition (so that a commit removes a row only if there is one). */
+  /** Seqs received and not yet committed, per partition (memory only; for stats). */
   private readonly pendingSeqs = new Map<number, Set<number>>();
   private readonly clearedAt = new Map<number, number>();
   private fd: number;
-  private readonly dbs: Database<unknown, Buffer | string>[];
+  private readonly dbs: Record<DbCode, Database<unknown, Buffer | string>>;
   /** fsync mode only: the redo log, the current transaction's writes, and checkpoint state. */
   private readonly redo: RedoLog | null = null;
   private readonly redoOps: RedoOp[] = [];
@@ -165,13 +164,13 @@ export class LmdbStore implements Store {
     });
     this.kv = this.env.openDB<Buffer, Buffer>({ name: 'kv', keyEncoding: 'binary', encoding: 'binary' });
     this.log = this.env.openDB<Buffer, Buffer>({ name: 'log', keyEncoding: 'binary', encoding: 'binary' });
-    this.pendingDb = this.env.openDB<Entry, Buffer>({ name: 'pending', keyEncoding: 'binary', encoding: 'msgpack' });
     this.meta = this.env.openDB<unknown, string>({ name: 'meta', encoding: 'msgpack' });
-    this.dbs = [this.kv, this.log, this.pendingDb, this.meta] as Database<unknown, Buffer | string>[];
+    this.dbs = { [KV]: this.kv, [LOG]: this.log, [META]: this.meta } as Record<DbCode, Database<unknown, Buffer | string>>;
     this.fd = openSync(join(dir, 'data.mdb'), 'r+');
     this.checkpointBytes = opts.checkpointBytes ?? 32 * 1024 * 1024;
     // Redo files left by a run that did not close cleanly are replayed in any mode (the mode
     // may have changed between runs); the database file is then flushed and they are deleted.
+    // Without them (a clean close flushed LMDB) there is nothing to flush.
     // Each record is numbered, and the transaction it records also stores that number in
     // meta `r`: records up to LMDB's `r` are already in LMDB (after a process crash, all of
     // them), so only the ones after it are applied.
@@ -193,10 +192,10 @@ export class LmdbStore implements Store {
         this.meta.putSync(REDO_SEQ_KEY, this.redoSeq);
       });
     }
-    // Entries that were never committed are dropped at start: they were never acknowledged by
-    // this node, and its chain will send them again if they were committed elsewhere.
-    this.env.transactionSync(() => this.pendingDb.clearSync());
-    if (this.durability === 'fsync' || leftover.length > 0) {
+    // Data directories of versions that kept pending entries in LMDB: those rows are never
+    // read again (a restarted node re-reads pending entries from its chain).
+    this.env.transactionSync(() => this.env.openDB({ name: 'pending', keyEncoding: 'binary' }).clearSync());
+    if (leftover.length > 0) {
       fdatasyncSync(this.fd);
       for (const f of leftover) RedoLog.retireFile(f.path);
     }
@@ -237,7 +236,7 @@ export class LmdbStore implements Store {
       if (!this.inTransaction) return this.transaction(() => this.put(db, key, value));
       this.redoOps.push([db, key, value]);
     }
-    this.dbs[db]!.putSync(key, value);
+    this.dbs[db].putSync(key, value);
   }
 
   /** Deletes a key in one of the databases, recording the write for the redo log. */
@@ -246,13 +245,13 @@ export class LmdbStore implements Store {
       if (!this.inTransaction) return this.transaction(() => this.remove(db, key));
       this.redoOps.push([db, key]);
     }
-    this.dbs[db]!.removeSync(key);
+    this.dbs[db].removeSync(key);
   }
 
   private applyOp(op: RedoOp): void {
     const [db, key, value] = op;
-    if (op.length >= 3) this.dbs[db]!.putSync(key, value);
-    else this.dbs[db]!.removeSync(key);
+    if (op.length >= 3) this.dbs[db].putSync(key, value);
+    else this.dbs[db].removeSync(key);
   }
 
   /** Appends one record of blind writes; the caller then makes them in LMDB, with the record's number. */

@@ -469,6 +469,11 @@ export class PeerTransport {
       this.dropConnection(peer);
     }
     if (!this.started || this.closed) return;
+    this.dialNow(peer);
+  }
+
+  /** Dials a peer at once, dropping a pending reconnect and its backoff. */
+  private dialNow(peer: OutPeer): void {
     if (peer.reconnectTimer !== null) {
       clearTimeout(peer.reconnectTimer);
       peer.reconnectTimer = null;
@@ -828,12 +833,7 @@ export class PeerTransport {
     // The peer is listening again (it just connected to us): dial it now rather than when
     // the backoff says, so a restarted node hears from us at once.
     const out = this.peers.get(from);
-    if (out !== undefined && out.socket === null && out.reconnectTimer !== null && !this.closed) {
-      clearTimeout(out.reconnectTimer);
-      out.reconnectTimer = null;
-      out.backoffMs = this.reconnectMinMs;
-      this.dial(out);
-    }
+    if (out !== undefined && out.socket === null && out.reconnectTimer !== null && !this.closed) this.dialNow(out);
   }
 
   private reject(conn: InConn, reason: string): void {
