@@ -155,7 +155,7 @@ export function installCleanup(): void {
   });
 }
 
-export { freePorts, localNodes } from '../test/support/ports.ts';
+export { freePorts, localClusterConfig, localNodes } from '../test/support/ports.ts';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

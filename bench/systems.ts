@@ -3,11 +3,11 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ring } from '../src/core/ring.ts';
-import { DEFAULT_NAMES, defaultConfig } from '../src/runtime/config.ts';
+import { DEFAULT_NAMES } from '../src/runtime/config.ts';
 import type { ClusterConfig, NodeAddress } from '../src/runtime/config.ts';
 import type { Durability } from '../src/runtime/storage.ts';
 import { EtcdHttp } from './etcd.ts';
-import { freePorts, localNodes, makeTmpDir, ServerProcess, sleep } from './procs.ts';
+import { freePorts, localClusterConfig, makeTmpDir, ServerProcess, sleep } from './procs.ts';
 import { RespConnection } from './resp.ts';
 
 /**
@@ -98,15 +98,7 @@ export class ChainkvCluster implements ServerHandle {
 
   static async start(opts: ChainkvOptions): Promise<ChainkvCluster> {
     const dir = makeTmpDir(`chainkv-bench-${opts.durability}-`);
-    const nodes = await localNodes(DEFAULT_NAMES);
-    const config: ClusterConfig = {
-      ...defaultConfig(),
-      cluster: `bench-${Math.random().toString(36).slice(2, 8)}`,
-      nodes,
-      dataDir: join(dir, 'data'),
-      durability: opts.durability,
-      logLevel: opts.logLevel ?? 'info',
-    };
+    const config = await localClusterConfig(dir, 'bench', DEFAULT_NAMES, { durability: opts.durability, logLevel: opts.logLevel ?? 'info' });
     const c = new ChainkvCluster(dir, config, opts);
     try {
       await Promise.all(c.names.map((n) => c.startNode(n)));

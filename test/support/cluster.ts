@@ -4,8 +4,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_NAMES, defaultConfig } from '../../src/runtime/config.ts';
-import { localNodes } from './ports.ts';
+import { DEFAULT_NAMES } from '../../src/runtime/config.ts';
+import { localClusterConfig } from './ports.ts';
 import type { ClusterConfig, NodeAddress } from '../../src/runtime/config.ts';
 import { TcpProxy } from './proxy.ts';
 
@@ -55,16 +55,8 @@ export class TestCluster {
 
   static async create(opts: TestClusterOptions = {}): Promise<TestCluster> {
     const dir = mkdtempSync(join(tmpdir(), 'chainkv-test-'));
-    const names = opts.names ?? DEFAULT_NAMES;
-    const nodes = await localNodes(names);
     // The product's defaults, on free ports, in a fresh directory, under a cluster id of its own.
-    const config: ClusterConfig = {
-      ...defaultConfig(),
-      cluster: `test-${Math.random().toString(36).slice(2, 8)}`,
-      nodes,
-      dataDir: join(dir, 'data'),
-      ...opts.settings,
-    };
+    const config = await localClusterConfig(dir, 'test', opts.names ?? DEFAULT_NAMES, opts.settings);
     const cluster = new TestCluster(dir, config, opts.logs ?? process.env.CHAINKV_TEST_LOGS === '1');
     if (opts.isolation === 'proxy') await cluster.setUpProxies();
     return cluster;

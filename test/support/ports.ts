@@ -1,6 +1,8 @@
 import { createServer } from 'node:net';
 import type { Server } from 'node:net';
-import type { NodeAddress } from '../../src/runtime/config.ts';
+import { join } from 'node:path';
+import { defaultConfig } from '../../src/runtime/config.ts';
+import type { ClusterConfig, NodeAddress } from '../../src/runtime/config.ts';
 
 /** Distinct free ports on 127.0.0.1: all are held open until every one is picked, so none is handed out twice. */
 export async function freePorts(count: number): Promise<number[]> {
@@ -33,4 +35,18 @@ export async function localNodes(names: readonly string[]): Promise<NodeAddress[
     respPort: ports[3 * i + 1]!,
     peerPort: ports[3 * i + 2]!,
   }));
+}
+
+/**
+ * The product's default configuration for a cluster of `names` on free local ports, with its
+ * data under `dir`/data and a cluster id of its own (`<idPrefix>-xxxxxx`), plus `settings`.
+ */
+export async function localClusterConfig(dir: string, idPrefix: string, names: readonly string[], settings: Partial<ClusterConfig> = {}): Promise<ClusterConfig> {
+  return {
+    ...defaultConfig(),
+    cluster: `${idPrefix}-${Math.random().toString(36).slice(2, 8)}`,
+    nodes: await localNodes(names),
+    dataDir: join(dir, 'data'),
+    ...settings,
+  };
 }

@@ -1,27 +1,18 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { appendFileSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { appendFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { RedoLog } from '../../src/runtime/redo-log.ts';
 import { LmdbStore } from '../../src/runtime/storage.ts';
+import { tempDirs } from '../support/tmp.ts';
 
 /**
  * The redo log under a real process kill (SIGKILL of a writer child) and a simulated power
  * loss: LMDB's file put back as it was at its last flush, only the redo log's synced records
  * left to restore the rest.
  */
-const dirs: string[] = [];
-after(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
-
-function fresh(): string {
-  const d = mkdtempSync(join(tmpdir(), 'chainkv-redo-'));
-  dirs.push(d);
-  return d;
-}
+const fresh = tempDirs('chainkv-redo-');
 
 const WRITER = new URL('../support/redo-writer.ts', import.meta.url).pathname;
 

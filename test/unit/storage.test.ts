@@ -1,23 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { KEEP_LOG_SEQS } from '../../src/core/store.ts';
 import type { Entry } from '../../src/core/store.ts';
 import { LmdbStore } from '../../src/runtime/storage.ts';
+import { tempDirs } from '../support/tmp.ts';
 
 /** The LMDB adapter on a real disk: the Store semantics the core relies on. */
-const dirs: string[] = [];
-after(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
-
-function fresh(): string {
-  const d = mkdtempSync(join(tmpdir(), 'chainkv-store-'));
-  dirs.push(d);
-  return d;
-}
+const fresh = tempDirs('chainkv-store-');
 
 let seq = 0;
 const put = (key: string, value: string, s = ++seq): Entry => ({ seq: s, epoch: 1, kind: 'put', key: Buffer.from(key), value: Buffer.from(value), id: `id-${s}` });
