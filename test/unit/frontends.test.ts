@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -6,6 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
+import { DEFAULT_NODE_V8_FLAGS, nodeV8Flags } from '../../src/frontends/cli.ts';
 import { ChainKvError, checkNotReserved, keyPath } from '../../src/frontends/client.ts';
 import { HttpServer } from '../../src/frontends/http.ts';
 import { RespServer } from '../../src/frontends/resp/server.ts';
@@ -431,6 +433,22 @@ describe('transport log lines', () => {
       const rec = JSON.parse(line) as { component: string; node: string };
       assert.equal(rec.component, 'transport');
       assert.equal(rec.node, 'n1');
+    }
+  });
+});
+
+describe('node V8 flags', () => {
+  test('nodes bound heap growth by default; CHAINKV_V8_FLAGS comes after, so it wins', () => {
+    assert.deepEqual(nodeV8Flags({}), [DEFAULT_NODE_V8_FLAGS]);
+    assert.deepEqual(nodeV8Flags({ CHAINKV_V8_FLAGS: '  ' }), [DEFAULT_NODE_V8_FLAGS]);
+    assert.deepEqual(nodeV8Flags({ CHAINKV_V8_FLAGS: '--heap-growing-percent=20' }), [DEFAULT_NODE_V8_FLAGS, '--heap-growing-percent=20']);
+  });
+
+  test('this Node knows the default flag (setFlagsFromString ignores unknown ones silently)', () => {
+    const r = spawnSync(process.execPath, ['--v8-options'], { encoding: 'utf8' });
+    for (const flag of DEFAULT_NODE_V8_FLAGS.split(/\s+/)) {
+      const name = flag.replace(/^--/, '').replace(/=.*$/, '');
+      assert.ok(r.stdout.includes(`--${name} `) || r.stdout.includes(`--${name}\n`), `V8 has no --${name}`);
     }
   });
 });
