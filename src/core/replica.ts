@@ -5,6 +5,7 @@ import type { MembershipState, MembershipTiming } from './membership.ts';
 import type { DataMsg, PeerMsg, Result } from './messages.ts';
 import { isMembershipMsg } from './messages.ts';
 import type { Ring } from './ring.ts';
+import { coalesce } from './coalesce.ts';
 import { KEEP_LOG_SEQS } from './store.ts';
 import type { Entry, EntryKind, LocalKeyValue, Store } from './store.ts';
 import { initialView, servingChain } from './view.ts';
@@ -313,6 +314,17 @@ export class Replica {
     const out = this.out;
     this.out = [];
     return out;
+  }
+
+  /**
+   * Steps every input of one turn in order, then coalesces the turn's outputs (coalesce.ts):
+   * one `fwd` and one `ack` per peer and partition instead of one per write.
+   */
+  stepAll(now: number, inputs: readonly Input[]): Output[] {
+    if (inputs.length === 1) return coalesce(this.step(now, inputs[0]!));
+    const outputs: Output[] = [];
+    for (const input of inputs) for (const o of this.step(now, input)) outputs.push(o);
+    return coalesce(outputs);
   }
 
   /** Partition state summary, for status pages and tests. */

@@ -133,11 +133,11 @@ export class NodeRuntime {
     this.drainScheduled = false;
     const inbox = this.inbox;
     this.inbox = [];
-    const outputs: Output[] = [];
+    let outputs: Output[] = [];
     const now = performance.now();
     try {
       this.store.transaction(() => {
-        for (const input of inbox) for (const o of this.replica.step(now, input)) outputs.push(o);
+        outputs = this.replica.stepAll(now, inbox);
       });
     } catch (err) {
       // An invariant of the core failed or the disk failed: stopping is the only safe move

@@ -1,6 +1,7 @@
+import { coalesce } from '../core/coalesce.ts';
 import type { PeerMsg } from '../core/messages.ts';
 import { Replica } from '../core/replica.ts';
-import type { ClientRequest, ClientResult, Output, ReplicaTiming } from '../core/replica.ts';
+import type { ClientRequest, ClientResult, Input, Output, ReplicaTiming } from '../core/replica.ts';
 import { Ring } from '../core/ring.ts';
 import { HistoryRecorder } from './linearizability.ts';
 import type { Op } from './linearizability.ts';
@@ -31,6 +32,12 @@ export interface SimOptions {
   tickMs?: number;
   /** Clock rate of each node drawn in [1 - drift/2, 1 + drift/2] (relative drift at most `drift`). */
   clockDrift?: number;
+  /**
+   * Inputs reaching a node are stepped together, as one event-loop turn of the runtime, after
+   * a delay drawn in [0, turnMs]; the turn's outputs are coalesced (core/coalesce.ts) as the
+   * runtime does. 0: every input is stepped alone, at once.
+   */
+  turnMs?: number;
   /** Keep the nodes' log outputs (for debugging a seed). */
   keepLogs?: boolean;
   /** Record every delivered message that mentions this key (and every view change) in `logs`. */
@@ -41,6 +48,7 @@ type Event =
   | { at: number; n: number; kind: 'deliver'; from: string; to: string; msg: PeerMsg; incarnation: number }
   | { at: number; n: number; kind: 'tick'; node: string; incarnation: number }
   | { at: number; n: number; kind: 'flush'; node: string; incarnation: number }
+  | { at: number; n: number; kind: 'drain'; node: string; incarnation: number }
   | { at: number; n: number; kind: 'refused'; to: string; dead: string; incarnation: number }
   | { at: number; n: number; kind: 'call'; fn: () => void };
 
@@ -58,6 +66,9 @@ interface SimNode {
   incarnation: number;
   /** Inputs that arrived while paused (kept in the socket buffers), in order. */
   held: Extract<Event, { kind: 'deliver' }>[];
+  /** Inputs of the turn not yet stepped (turnMs > 0). */
+  inbox: Input[];
+  drainScheduled: boolean;
   /** Outputs waiting for the next flush (durable ones and everything behind them). */
   gated: SendOutput[];
   flushScheduled: boolean;
@@ -124,7 +135,7 @@ export class SimCluster {
   /** Last delivery time per link, to keep each link FIFO. */
   private readonly linkClock = new Map<string, number>();
   private readonly opts: Required<Omit<SimOptions, 'timing'>> & { timing: Partial<ReplicaTiming> };
-  stats = { delivered: 0, dropped: 0, steps: 0 };
+  stats = { delivered: 0, dropped: 0, steps: 0, coalesced: 0 };
   readonly logs: string[] = [];
 
   constructor(opts: SimOptions) {
@@ -138,6 +149,7 @@ export class SimCluster {
       reorderRate: 0,
       fsyncMs: 0.15,
       tickMs: 10,
+      turnMs: 0.2,
       clockDrift: 0,
       keepLogs: false,
       traceKey: '',
@@ -160,6 +172,8 @@ export class SimCluster {
         paused: false,
         incarnation: 1,
         held: [],
+        inbox: [],
+        drainScheduled: false,
         gated: [],
         flushScheduled: false,
         callbacks: new Map(),
@@ -217,7 +231,7 @@ export class SimCluster {
     }
     const token = this.nextToken++;
     node.callbacks.set(token, cb);
-    this.input(node, () => node.replica.step(this.localTime(node), { type: 'client', token, req }));
+    this.input(node, { type: 'client', token, req });
   }
 
   /** SIGKILL: the node stops at once; in-flight client requests to it end with an unknown outcome. */
@@ -227,6 +241,8 @@ export class SimCluster {
     node.up = false;
     node.paused = false;
     node.held = [];
+    node.inbox = [];
+    node.drainScheduled = false;
     node.gated = [];
     node.flushScheduled = false;
     node.incarnation++;
@@ -273,6 +289,7 @@ export class SimCluster {
     const held = node.held;
     node.held = [];
     for (const e of held) this.deliver(node, e);
+    if (node.inbox.length > 0) this.scheduleDrain(node);
     this.scheduleTick(node);
   }
 
@@ -313,7 +330,7 @@ export class SimCluster {
       case 'tick': {
         const node = this.node(e.node);
         if (!node.up || node.paused || node.incarnation !== e.incarnation) return;
-        this.input(node, () => node.replica.step(this.localTime(node), { type: 'tick' }));
+        this.input(node, { type: 'tick' });
         this.scheduleTick(node);
         return;
       }
@@ -321,7 +338,7 @@ export class SimCluster {
         const dead = this.node(e.dead);
         const to = this.node(e.to);
         if (dead.up || dead.incarnation !== e.incarnation) return;
-        if (to.up && !to.paused) this.input(to, () => to.replica.step(this.localTime(to), { type: 'refused', node: e.dead }));
+        if (to.up && !to.paused) this.input(to, { type: 'refused', node: e.dead });
         this.push({ at: this.now + 200, kind: 'refused', to: e.to, dead: e.dead, incarnation: e.incarnation });
         return;
       }
@@ -333,6 +350,23 @@ export class SimCluster {
         const gated = node.gated;
         node.gated = [];
         for (const o of gated) this.emit(node, o);
+        return;
+      }
+      case 'drain': {
+        const node = this.node(e.node);
+        if (!node.up || node.incarnation !== e.incarnation) return;
+        node.drainScheduled = false;
+        if (node.paused) return; // resume schedules the rest
+        const inbox = node.inbox;
+        node.inbox = [];
+        // As Replica.stepAll, with a count of what coalescing merged.
+        const now = this.localTime(node);
+        const outputs: Output[] = [];
+        for (const input of inbox) for (const o of node.replica.step(now, input)) outputs.push(o);
+        const merged = coalesce(outputs);
+        this.stats.steps += inbox.length;
+        this.stats.coalesced += outputs.length - merged.length;
+        this.process(node, merged);
         return;
       }
       case 'deliver': {
@@ -354,12 +388,25 @@ export class SimCluster {
   private deliver(node: SimNode, e: Extract<Event, { kind: 'deliver' }>): void {
     this.stats.delivered++;
     if (this.opts.traceKey !== '') this.trace(e.from, node.name, e.msg);
-    this.input(node, () => node.replica.step(this.localTime(node), { type: 'message', from: e.from, msg: e.msg }));
+    this.input(node, { type: 'message', from: e.from, msg: e.msg });
   }
 
-  private input(node: SimNode, step: () => Output[]): void {
-    this.stats.steps++;
-    const outputs = step();
+  private input(node: SimNode, input: Input): void {
+    if (this.opts.turnMs <= 0) {
+      this.stats.steps++;
+      this.process(node, node.replica.step(this.localTime(node), input));
+      return;
+    }
+    node.inbox.push(input);
+    if (!node.drainScheduled) this.scheduleDrain(node);
+  }
+
+  private scheduleDrain(node: SimNode): void {
+    node.drainScheduled = true;
+    this.push({ at: this.now + this.rng.next() * this.opts.turnMs, kind: 'drain', node: node.name, incarnation: node.incarnation });
+  }
+
+  private process(node: SimNode, outputs: Output[]): void {
     for (const o of outputs) {
       if (o.type === 'log') {
         if (this.opts.keepLogs) this.logs.push(`${this.now.toFixed(1)} ${node.name} ${o.level} ${o.msg}`);

@@ -32,6 +32,8 @@ export interface RunResult {
   problems: string[];
   ops: number;
   okOps: number;
+  /** Outputs merged away by coalescing (core/coalesce.ts) over the run. */
+  coalesced: number;
   faults: string[];
   logs: string[];
 }
@@ -43,7 +45,7 @@ export function runSeed(opts: RunOptions): RunResult {
     return runSeedUnchecked(opts);
   } catch (err) {
     // A failed invariant inside a core is a failure of the seed, not of the runner.
-    return { seed: opts.seed, ok: false, problems: [`exception: ${(err as Error).stack ?? String(err)}`], ops: 0, okOps: 0, faults: [], logs: [] };
+    return { seed: opts.seed, ok: false, problems: [`exception: ${(err as Error).stack ?? String(err)}`], ops: 0, okOps: 0, coalesced: 0, faults: [], logs: [] };
   }
 }
 
@@ -142,6 +144,7 @@ function runSeedUnchecked(opts: RunOptions): RunResult {
     problems,
     ops: ops.length,
     okOps: ops.filter((o) => o.status === 'ok').length,
+    coalesced: sim.stats.coalesced,
     faults,
     logs: sim.logs,
   };

@@ -17,14 +17,18 @@ for (let from = 1; from <= SEEDS; from += BATCH) {
   test(`simulated faults, seeds ${from}-${to}`, () => {
     const failures: string[] = [];
     let okOps = 0;
+    let coalesced = 0;
     for (let seed = from; seed <= to; seed++) {
       const r = runSeed({ seed, durationMs: 4000 });
       okOps += r.okOps;
+      coalesced += r.coalesced;
       if (!r.ok) {
         failures.push(`seed ${seed}: ${r.problems.join('; ').slice(0, 2000)}\n  faults: ${r.faults.join('; ')}\n  replay: npm run sim -- --seed ${seed} --duration 4000 --verbose`);
       }
     }
     assert.ok(okOps > (to - from + 1) * 300, `too little progress: ${okOps} successful operations`);
+    // The runs must exercise the merging of fwd and ack messages the runtime does per turn.
+    assert.ok(coalesced > (to - from + 1) * 10, `coalescing barely happened: ${coalesced} outputs merged`);
     assert.deepEqual(failures, []);
   });
 }
