@@ -75,6 +75,44 @@ test('a node killed during writes and deletes catches up (deletes included) and 
   assert.match(out, /all chains agree/);
 });
 
+test('a node that missed more large values than one peer frame holds (64 MiB) catches up page by page', async () => {
+  const victim = '5560';
+  // 80 values of 1 MiB, all in one of the victim's partitions: more than one 64 MiB frame.
+  const partition = ring.partitionsOf(victim)[0]!;
+  const keys: string[] = [];
+  for (let i = 0; keys.length < 80; i++) {
+    const key = `big-${i}`;
+    if (ring.partitionOf(key) === partition) keys.push(key);
+  }
+  const value = (i: number): string => String.fromCharCode(97 + (i % 26)).repeat(1024 * 1024 - 16) + String(i).padStart(16, '0');
+  const r = new Redis({ host: '127.0.0.1', port: cluster.node('5554').respPort, maxRetriesPerRequest: 0 });
+  try {
+    await cluster.kill(victim);
+    for (let i = 0; i < keys.length; i++) await r.set(keys[i]!, value(i));
+    await cluster.startNode(victim);
+    await cluster.waitAllUp(60_000);
+  } finally {
+    r.disconnect();
+  }
+  // Its own copy, read page by page (LOCALSCAN pages are bounded in bytes too), holds every value.
+  const v = new Redis({ host: '127.0.0.1', port: cluster.node(victim).respPort, maxRetriesPerRequest: 0 });
+  try {
+    const local = await localPairs(v);
+    for (let i = 0; i < keys.length; i++) assert.ok(local.get(keys[i]!) === value(i), `${keys[i]} on ${victim}`);
+    // And a listing of the whole cluster (`*`, pages from each tail) returns them all.
+    let cursor = '0';
+    let big = 0;
+    do {
+      const [next, flat] = (await v.call('SCAN', cursor, 'COUNT', '1000')) as [string, string[]];
+      big += flat.filter((k) => k.startsWith('big-')).length;
+      cursor = next;
+    } while (cursor !== '0');
+    assert.equal(big, keys.length);
+  } finally {
+    v.disconnect();
+  }
+});
+
 test('verify reports a replica whose data was changed behind the cluster\'s back', async () => {
   const victim = '5560';
   let n = 0;

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEFAULT_NAMES } from '../../src/runtime/config.ts';
-import { localClusterConfig } from './ports.ts';
+import { freePorts, localClusterConfig } from './ports.ts';
 import type { ClusterConfig, NodeAddress } from '../../src/runtime/config.ts';
 import { TcpProxy } from './proxy.ts';
 
@@ -87,11 +87,23 @@ export class TestCluster {
    * cluster's network.
    */
   private async setUpProxies(): Promise<void> {
+    // Ports of their own: a proxy on an ephemeral port could take one of the nodes' ports,
+    // which are free until the nodes start ("127.0.0.1:N is used twice").
+    const used = new Set(this.config.nodes.flatMap((n) => [n.httpPort, n.respPort, n.peerPort]));
+    const need = this.names.length * (this.names.length - 1);
+    const ports: number[] = [];
+    while (ports.length < need) {
+      for (const port of await freePorts(need - ports.length)) {
+        if (used.has(port)) continue;
+        used.add(port);
+        ports.push(port);
+      }
+    }
     for (const from of this.names) {
       for (const to of this.names) {
         if (from === to) continue;
         const proxy = new TcpProxy(this.node(to).peerPort, `${from}->${to}`);
-        await proxy.start();
+        await proxy.start(ports.pop()!);
         this.proxies.set(`${from}>${to}`, proxy);
       }
     }
