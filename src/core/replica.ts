@@ -6,7 +6,7 @@ import type { DataMsg, PeerMsg, Result } from './messages.ts';
 import { isMembershipMsg } from './messages.ts';
 import type { Ring } from './ring.ts';
 import { coalesce } from './coalesce.ts';
-import { KEEP_LOG_SEQS } from './store.ts';
+import { KEEP_LOG_SEQS, PAGE_BYTES, itemBytes, pageOf } from './store.ts';
 import type { Entry, EntryKind, LocalKeyValue, Store } from './store.ts';
 import { initialView, servingChain } from './view.ts';
 import type { View } from './view.ts';
@@ -40,7 +40,8 @@ export type ClientRequest =
   | { op: 'local'; afterPartition: number; after: Buffer | null; limit: number };
 
 export type ClientResult =
-  | { ok: true; value?: Buffer | null; existed?: boolean; items?: [Buffer, Buffer][]; local?: LocalKeyValue[] }
+  /** `done` (scan, local): nothing is left after this page; a page can be short because of its byte bound. */
+  | { ok: true; value?: Buffer | null; existed?: boolean; items?: [Buffer, Buffer][]; local?: LocalKeyValue[]; done?: boolean }
   | { ok: false; code: ErrorCode; message: string };
 
 export type Input =
@@ -159,6 +160,11 @@ const keyStr = (key: Buffer): string => key.toString('latin1');
 const CATCHUP_REASK_MS = 1000;
 /** ... and asks for the first page this often until one arrives. */
 const CATCHUP_FIRST_ASK_MS = 100;
+
+/** A retransmission's entries: the first ones, at most 1,000 and about PAGE_BYTES of keys and values (one frame). */
+function fwdPage(entries: readonly Entry[]): Entry[] {
+  return pageOf(entries, 1000, PAGE_BYTES, (e) => itemBytes(e.key, e.value));
+}
 
 /**
  * The window of recent request ids, in two generations: when the current one is full it
@@ -416,8 +422,9 @@ export class Replica {
 
   private onClient(token: number, req: ClientRequest): void {
     if (req.op === 'local') {
-      const local = this.store.scanLocal(req.afterPartition, req.after, req.limit);
-      this.out.push({ type: 'reply', token, result: { ok: true, local }, durable: false });
+      const local = this.store.scanLocal(req.afterPartition, req.after, req.limit, PAGE_BYTES);
+      const bytes = local.reduce((n, kv) => n + itemBytes(kv.key, kv.value), 0);
+      this.out.push({ type: 'reply', token, result: { ok: true, local, done: local.length < req.limit && bytes < PAGE_BYTES }, durable: false });
       return;
     }
     const partition = 'key' in req ? this.ring.partitionOf(req.key) : req.partition;
@@ -488,6 +495,7 @@ export class Replica {
     if (r.value !== undefined) result.value = r.value;
     if (r.existed !== undefined) result.existed = r.existed;
     if (r.items !== undefined) result.items = r.items;
+    if (r.done !== undefined) result.done = r.done;
     this.reply(o.token, result, this.inheritDurable);
   }
 
@@ -565,7 +573,7 @@ export class Replica {
     }
     if (s.pending.length > 0 && this.now - s.progressAt >= this.timing.retransmitMs) {
       s.progressAt = this.now;
-      this.send(succ, { t: 'fwd', e, p: s.p, entries: s.pending.slice(0, 1000) });
+      this.send(succ, { t: 'fwd', e, p: s.p, entries: fwdPage(s.pending) });
     }
     // Head: once a second, if every canonical member is in the chain, everything the head
     // committed is committed (and durable) on all of them: tombstones up to it can go.
@@ -722,7 +730,7 @@ export class Replica {
   private onNack(from: string, msg: Extract<DataMsg, { t: 'nack' }>): void {
     const s = this.member(msg.p, msg.e);
     if (s === undefined || this.successorOf(msg.p) !== from) return;
-    const entries = s.pending.filter((e) => e.seq >= msg.from).slice(0, 1000);
+    const entries = fwdPage(s.pending.filter((e) => e.seq >= msg.from));
     if (entries.length > 0) this.send(from, { t: 'fwd', e: this.view.epoch, p: s.p, entries });
   }
 
@@ -751,10 +759,12 @@ export class Replica {
     if (s === undefined || !s.ready || chain[chain.length - 1] !== this.self || !this.hasLease() || s.pending.length > 0) {
       return this.send(msg.origin, { t: 'sres', id: msg.id, r: { ok: false, retry: true, why: 'not tail' } });
     }
-    const page = this.store.scan(s.p, msg.after, msg.limit);
+    // Bounded in bytes too: the page travels as one frame.
+    const page = this.store.scan(s.p, msg.after, msg.limit, PAGE_BYTES);
     const items: [Buffer, Buffer][] = page.map((kv) => [kv.key, kv.value]);
     const durable = page.some((kv) => this.store.volatile(s.p, kv.key));
-    this.send(msg.origin, { t: 'sres', id: msg.id, r: { ok: true, items, done: page.length < msg.limit } }, durable);
+    const bytes = page.reduce((n, kv) => n + itemBytes(kv.key, kv.value), 0);
+    this.send(msg.origin, { t: 'sres', id: msg.id, r: { ok: true, items, done: page.length < msg.limit && bytes < PAGE_BYTES } }, durable);
   }
 
   /** Predecessor asks for our history after its committed seq (answered once we are level). */
@@ -828,7 +838,7 @@ export class Replica {
       // Whatever we hold beyond the successor's history goes down now (CR8).
       const theirs = Math.max(msg.committed, ...msg.entries.map((x) => x.seq));
       const ahead = s.pending.filter((x) => x.seq > theirs);
-      if (ahead.length > 0) this.send(succ, { t: 'fwd', e: this.view.epoch, p: s.p, entries: ahead.slice(0, 1000) });
+      if (ahead.length > 0) this.send(succ, { t: 'fwd', e: this.view.epoch, p: s.p, entries: fwdPage(ahead) });
     }
     this.releaseWaiters(s);
   }
@@ -853,8 +863,9 @@ export class Replica {
     const s = this.member(msg.p, msg.e);
     if (s === undefined || !s.ready || this.view.states[from] !== 'joining') return;
     const limit = Math.max(1, Math.min(msg.limit, 50_000));
-    const entries = this.store.changesAfter(s.p, msg.after, limit);
-    const more = entries.length >= limit;
+    // Bounded in bytes too: the page travels as one frame.
+    const entries = this.store.changesAfter(s.p, msg.after, limit, PAGE_BYTES);
+    const more = entries.length >= limit || entries.reduce((n, e) => n + itemBytes(e.key, e.value), 0) >= PAGE_BYTES;
     const upTo = more ? entries[entries.length - 1]!.seq : s.committed;
     const ids = this.idsAfter(s, msg.after, upTo);
     this.send(from, { t: 'cur', e: this.view.epoch, p: s.p, committed: s.committed, entries, more, ids });

@@ -15,6 +15,32 @@ import type { MembershipState } from './membership.ts';
  */
 export const KEEP_LOG_SEQS = 200_000;
 
+/**
+ * Bytes of keys and values per page of a scan, a catch-up reply or a retransmission: a page
+ * ends after the item that reaches this many (so it always holds at least one). Each page
+ * travels as one peer frame, and a count of items alone does not bound its size: 10,000
+ * values of 1 MiB would be a 10 GiB frame, which the transport drops as oversized, so a
+ * node catching up after missing many large values would ask for the same page forever.
+ */
+export const PAGE_BYTES = 8 * 1024 * 1024;
+
+/** Bytes an item counts for against PAGE_BYTES. */
+export function itemBytes(key: Buffer, value: Buffer | null): number {
+  return key.length + (value?.length ?? 0);
+}
+
+/** The first items of a sequence, at most `limit`, ending after the one that reaches `maxBytes`. */
+export function pageOf<T>(items: Iterable<T>, limit: number, maxBytes: number, bytes: (item: T) => number): T[] {
+  const out: T[] = [];
+  let total = 0;
+  for (const item of items) {
+    if (out.length >= limit || total >= maxBytes) break;
+    out.push(item);
+    total += bytes(item);
+  }
+  return out;
+}
+
 export type EntryKind = 'put' | 'del' | 'clear';
 
 /** One change in a partition's history, ordered by `seq` (contiguous per partition, assigned by the head). */
@@ -47,14 +73,20 @@ export interface LocalKeyValue extends KeyValue {
 export interface Store {
   /** Live committed value of a key, or null if absent, deleted or cleared. */
   get(partition: number, key: Buffer): Buffer | null;
-  /** Live committed pairs of a partition with key > after (bytewise), in key order, at most `limit`. */
-  scan(partition: number, after: Buffer | null, limit: number): KeyValue[];
-  /** Live committed pairs of every partition stored here, ordered by (partition, key), after the cursor. */
-  scanLocal(afterPartition: number, after: Buffer | null, limit: number): LocalKeyValue[];
+  /**
+   * Live committed pairs of a partition with key > after (bytewise), in key order, at most
+   * `limit`, ending after the pair that brings keys and values to `maxBytes` (default: no bound).
+   */
+  scan(partition: number, after: Buffer | null, limit: number, maxBytes?: number): KeyValue[];
+  /** Live committed pairs of every partition stored here, ordered by (partition, key), after the cursor; bounded as `scan`. */
+  scanLocal(afterPartition: number, after: Buffer | null, limit: number, maxBytes?: number): LocalKeyValue[];
   /** Highest committed sequence number of a partition (0 if none). */
   committedSeq(partition: number): number;
-  /** Committed entries with seq > after, in seq order, at most `limit` (superseded puts may be reported as their latest state). */
-  changesAfter(partition: number, after: number, limit: number): Entry[];
+  /**
+   * Committed entries with seq > after, in seq order, at most `limit`, ending after the entry
+   * that brings keys and values to `maxBytes` (superseded versions are skipped).
+   */
+  changesAfter(partition: number, after: number, limit: number, maxBytes?: number): Entry[];
   /** Request ids of committed entries with after < seq <= upTo (superseded versions included, until pruned), in seq order. */
   recentRequests(partition: number, after: number, upTo?: number): { id: string; seq: number }[];
   /**

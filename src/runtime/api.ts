@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { ErrorCodes, KvError } from '../core/errors.ts';
 import type { ClientResult } from '../core/replica.ts';
 import { servingChain } from '../core/view.ts';
+import { PAGE_BYTES } from '../core/store.ts';
 import type { NodeRuntime } from './node.ts';
 
 /**
@@ -99,12 +100,18 @@ export class KvApi {
     const size = Math.max(1, Math.min(MAX_PAGE, Math.floor(limit)));
     let { partition, after } = decodeCursor(cursor, this.node.ring.size);
     const items: Pair[] = [];
-    while (partition < this.node.ring.size && items.length < size) {
+    let bytes = 0;
+    // A page ends at `size` pairs or about PAGE_BYTES of keys and values, whichever comes first.
+    while (partition < this.node.ring.size && items.length < size && bytes < PAGE_BYTES) {
       const want = size - items.length;
       const r = unwrap(await this.node.request({ op: 'scan', partition, after, limit: want }));
       const got = r.items ?? [];
-      for (const [key, value] of got) items.push({ key, value });
-      if (got.length < want) {
+      for (const [key, value] of got) {
+        items.push({ key, value });
+        bytes += key.length + value.length;
+      }
+      // A page may be short because of its byte bound (PAGE_BYTES): only `done` ends a partition.
+      if (r.done ?? got.length < want) {
         partition++;
         after = null;
       } else {
@@ -123,7 +130,8 @@ export class KvApi {
     const local = r.local ?? [];
     const items = local.map((x) => ({ key: x.key, value: x.value }));
     const last = local[local.length - 1];
-    return { items, cursor: local.length < size || last === undefined ? null : encodeCursor(last.partition, last.key) };
+    const done = r.done ?? local.length < size;
+    return { items, cursor: done || last === undefined ? null : encodeCursor(last.partition, last.key) };
   }
 
   /** Iterates every page of a listing. */
@@ -168,7 +176,8 @@ export class KvApi {
       let keys = 0;
       let after: Buffer | null = null;
       for (;;) {
-        const page = this.node.store.scan(p, after, 10_000);
+        const page = this.node.store.scan(p, after, 10_000, PAGE_BYTES);
+        if (page.length === 0) break;
         for (const kv of page) {
           const len = Buffer.allocUnsafe(8);
           len.writeUInt32BE(kv.key.length, 0);
@@ -176,7 +185,6 @@ export class KvApi {
           h.update(len).update(kv.key).update(kv.value);
           keys++;
         }
-        if (page.length < 10_000) break;
         after = page[page.length - 1]!.key;
       }
       const st = states.get(p);

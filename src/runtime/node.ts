@@ -82,6 +82,10 @@ export class NodeRuntime {
       cluster: config.cluster,
       listen: { host: me.host, port: me.peerPort },
       peers,
+      // A frame must hold a page (PAGE_BYTES plus the item that crosses it, with request ids)
+      // and a single write of the largest allowed value: frames above the limit are dropped,
+      // and a write that can never be forwarded would hold up its chain forever.
+      maxFrameBytes: peerFrameLimit(config),
       logger: log.child({ component: 'transport' }),
     });
     this.transport.onMessage = (from, raw) => {
@@ -227,4 +231,9 @@ export class NodeRuntime {
     await this.transport.close();
     await this.store.close();
   }
+}
+
+/** Largest peer frame a node accepts: 64 MiB of room for pages and ids, plus the largest key and value. */
+export function peerFrameLimit(config: Pick<ClusterConfig, 'maxKeyBytes' | 'maxValueBytes'>): number {
+  return 64 * 1024 * 1024 + config.maxKeyBytes + config.maxValueBytes;
 }

@@ -4,7 +4,7 @@ import { open } from 'lmdb';
 import { Packr } from 'msgpackr';
 import type { Database, RootDatabase } from 'lmdb';
 import type { MembershipState } from '../core/membership.ts';
-import { KEEP_LOG_SEQS } from '../core/store.ts';
+import { KEEP_LOG_SEQS, itemBytes } from '../core/store.ts';
 import type { Entry, EntryKind, KeyValue, LocalKeyValue, Store } from '../core/store.ts';
 import { RedoLog } from './redo-log.ts';
 
@@ -354,9 +354,10 @@ export class LmdbStore implements Store {
     return Buffer.from(rec.value);
   }
 
-  scan(p: number, after: Buffer | null, limit: number): KeyValue[] {
+  scan(p: number, after: Buffer | null, limit: number, maxBytes = Infinity): KeyValue[] {
     const out: KeyValue[] = [];
-    if (limit <= 0) return out;
+    if (limit <= 0 || maxBytes <= 0) return out;
+    let bytes = 0;
     const cleared = this.clearedAt.get(p) ?? 0;
     const start = after === null ? partitionStart(p) : kvKey(p, after);
     for (const { key, value } of this.kv.getRange({ start, end: partitionStart(p + 1) })) {
@@ -364,19 +365,24 @@ export class LmdbStore implements Store {
       const rec = decodeRec(value);
       if (rec.tombstone || rec.seq <= cleared) continue;
       out.push({ key: Buffer.from(key.subarray(2)), value: Buffer.from(rec.value) });
-      if (out.length >= limit) break;
+      bytes += key.length - 2 + rec.value.length;
+      if (out.length >= limit || bytes >= maxBytes) break;
     }
     return out;
   }
 
-  scanLocal(afterPartition: number, after: Buffer | null, limit: number): LocalKeyValue[] {
+  scanLocal(afterPartition: number, after: Buffer | null, limit: number, maxBytes = Infinity): LocalKeyValue[] {
     const out: LocalKeyValue[] = [];
+    let bytes = 0;
     const partitions = new Set<number>([...this.committed.keys()]);
     for (const p of [...partitions].sort((a, b) => a - b)) {
       if (p < afterPartition) continue;
-      const page = this.scan(p, p === afterPartition ? after : null, limit - out.length);
-      for (const kv of page) out.push({ partition: p, key: kv.key, value: kv.value });
-      if (out.length >= limit) break;
+      const page = this.scan(p, p === afterPartition ? after : null, limit - out.length, maxBytes - bytes);
+      for (const kv of page) {
+        out.push({ partition: p, key: kv.key, value: kv.value });
+        bytes += itemBytes(kv.key, kv.value);
+      }
+      if (out.length >= limit || bytes >= maxBytes) break;
     }
     return out;
   }
@@ -385,10 +391,11 @@ export class LmdbStore implements Store {
     return this.committed.get(p) ?? 0;
   }
 
-  changesAfter(p: number, after: number, limit: number): Entry[] {
+  changesAfter(p: number, after: number, limit: number, maxBytes = Infinity): Entry[] {
     const out: Entry[] = [];
+    let bytes = 0;
     for (const { key, value } of this.logOf(p).getRange({ start: seqKey(p, after + 1), end: partitionStart(p + 1) })) {
-      if (out.length >= limit) break;
+      if (out.length >= limit || bytes >= maxBytes) break;
       const seq = key.readUIntBE(2, 6);
       const kind = CODE_KIND[value.readUInt8(0)]!;
       const idLen = value.readUInt8(1);
@@ -403,6 +410,7 @@ export class LmdbStore implements Store {
       const rec = decodeRec(raw);
       if (rec.seq !== seq) continue; // superseded: its row only keeps the request id until pruned
       out.push({ seq, epoch: rec.epoch, kind: rec.tombstone ? 'del' : 'put', key: k, value: rec.tombstone ? null : Buffer.from(rec.value), id });
+      bytes += k.length + (rec.tombstone ? 0 : rec.value.length);
     }
     return out;
   }

@@ -1,4 +1,5 @@
 import type { MembershipState } from '../core/membership.ts';
+import { itemBytes, pageOf } from '../core/store.ts';
 import type { Entry, KeyValue, LocalKeyValue, Store } from '../core/store.ts';
 
 /**
@@ -46,20 +47,24 @@ export class MemoryStore implements Store {
     return e.value;
   }
 
-  scan(p: number, after: Buffer | null, limit: number): KeyValue[] {
+  scan(p: number, after: Buffer | null, limit: number, maxBytes = Infinity): KeyValue[] {
     const cleared = this.clearedAt.get(p) ?? 0;
     const rows = [...(this.kv.get(p)?.values() ?? [])]
       .filter((e) => e.kind === 'put' && e.seq > cleared && (after === null || Buffer.compare(e.key, after) > 0))
       .sort((a, b) => Buffer.compare(a.key, b.key));
-    return rows.slice(0, limit).map((e) => ({ key: e.key, value: e.value! }));
+    return pageOf(rows, limit, maxBytes, (e) => itemBytes(e.key, e.value)).map((e) => ({ key: e.key, value: e.value! }));
   }
 
-  scanLocal(afterPartition: number, after: Buffer | null, limit: number): LocalKeyValue[] {
+  scanLocal(afterPartition: number, after: Buffer | null, limit: number, maxBytes = Infinity): LocalKeyValue[] {
     const out: LocalKeyValue[] = [];
+    let bytes = 0;
     for (const p of [...this.kv.keys()].sort((a, b) => a - b)) {
       if (p < afterPartition) continue;
-      for (const kv of this.scan(p, p === afterPartition ? after : null, limit - out.length)) out.push({ partition: p, ...kv });
-      if (out.length >= limit) break;
+      for (const kv of this.scan(p, p === afterPartition ? after : null, limit - out.length, maxBytes - bytes)) {
+        out.push({ partition: p, ...kv });
+        bytes += itemBytes(kv.key, kv.value);
+      }
+      if (out.length >= limit || bytes >= maxBytes) break;
     }
     return out;
   }
@@ -72,11 +77,10 @@ export class MemoryStore implements Store {
     return [...(this.log.get(p)?.values() ?? [])].filter((e) => e.seq > after).sort((a, b) => a.seq - b.seq);
   }
 
-  changesAfter(p: number, after: number, limit: number): Entry[] {
+  changesAfter(p: number, after: number, limit: number, maxBytes = Infinity): Entry[] {
     const kv = this.kv.get(p);
-    return this.logRows(p, after)
-      .filter((e) => e.kind === 'clear' || kv?.get(e.key.toString('latin1'))?.seq === e.seq)
-      .slice(0, limit);
+    const live = this.logRows(p, after).filter((e) => e.kind === 'clear' || kv?.get(e.key.toString('latin1'))?.seq === e.seq);
+    return pageOf(live, limit, maxBytes, (e) => itemBytes(e.key, e.value));
   }
 
   recentRequests(p: number, after: number, upTo = Number.MAX_SAFE_INTEGER): { id: string; seq: number }[] {

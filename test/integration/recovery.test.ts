@@ -137,3 +137,23 @@ test('verify reports a replica whose data was changed behind the cluster\'s back
   assert.equal(code, 1, out);
   assert.match(out, new RegExp(`partition ${part}: DIFFER`));
 });
+
+test('a value larger than the default peer frame limit replicates when maxValueBytes allows it', async () => {
+  // 70 MiB: over the transport's base frame limit of 64 MiB, under this cluster's maxValueBytes.
+  const big = await TestCluster.create({ settings: { maxValueBytes: 80 * 1024 * 1024 } });
+  try {
+    await big.start();
+    const c = new Redis({ host: '127.0.0.1', port: big.node('5554').respPort, maxRetriesPerRequest: 0 });
+    try {
+      const value = Buffer.alloc(70 * 1024 * 1024, 'q');
+      value.write('end', value.length - 3);
+      assert.equal(await c.set('huge', value), 'OK');
+      const back = await c.getBuffer('huge');
+      assert.ok(back !== null && back.equals(value), 'the value read back is the value written');
+    } finally {
+      c.disconnect();
+    }
+  } finally {
+    await big.destroy();
+  }
+});

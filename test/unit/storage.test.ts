@@ -6,6 +6,7 @@ import { open } from 'lmdb';
 import { Packr } from 'msgpackr';
 import { RedoLog } from '../../src/runtime/redo-log.ts';
 import { LmdbStore } from '../../src/runtime/storage.ts';
+import { MemoryStore } from '../../src/sim/memory-store.ts';
 import { tempDirs } from '../support/tmp.ts';
 
 /** The LMDB adapter on a real disk: the Store semantics the core relies on. */
@@ -192,4 +193,29 @@ test('a data directory with the older single log database is migrated at open, b
   } finally {
     await names.close();
   }
+});
+
+test('scans and change lists end after the item that reaches the byte bound, in both stores', async () => {
+  const dir = fresh();
+  const lmdb = new LmdbStore(dir, { durability: 'process' });
+  const memory = new MemoryStore();
+  const kb = (n: number): string => 'x'.repeat(1024 * n);
+  for (const s of [lmdb, memory]) {
+    const load = (): void => {
+      for (let i = 1; i <= 6; i++) s.commit(0, put(`k${i}`, kb(i), i)); // keys of 2 bytes, values of i KiB
+      s.commit(1, put('z', kb(1), 1));
+    };
+    if (s instanceof LmdbStore) s.transaction(load);
+    else load();
+    const keys = (page: { key: Buffer }[]): string[] => page.map((kv) => kv.key.toString());
+    // k1 and k2 count 3 KiB + 4 bytes: under the bound, so k3 comes too, and reaches it.
+    assert.deepEqual(keys(s.scan(0, null, 100, 3 * 1024 + 5)), ['k1', 'k2', 'k3']);
+    assert.deepEqual(keys(s.scan(0, null, 100, 3 * 1024 + 4)), ['k1', 'k2']);
+    assert.deepEqual(keys(s.scan(0, Buffer.from('k3'), 100, 1)), ['k4'], 'always at least one item');
+    assert.deepEqual(keys(s.scan(0, null, 2)), ['k1', 'k2'], 'the count still bounds');
+    assert.deepEqual(s.changesAfter(0, 2, 100, 7 * 1024).map((e) => e.seq), [3, 4]);
+    assert.deepEqual(s.scanLocal(0, Buffer.from('k5'), 100, 6 * 1024).map((kv) => `${kv.partition}:${kv.key.toString()}`), ['0:k6']);
+    assert.deepEqual(s.scanLocal(0, Buffer.from('k5'), 100, 7 * 1024).map((kv) => `${kv.partition}:${kv.key.toString()}`), ['0:k6', '1:z']);
+  }
+  await lmdb.close();
 });
