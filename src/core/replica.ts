@@ -66,6 +66,11 @@ export interface ReplicaTiming extends MembershipTiming {
   retransmitMs: number;
   /** Entries per catch-up page. */
   catchupPage: number;
+  /**
+   * Bytes of keys and values per page of a catch-up reply, a retransmission or a scan
+   * (PAGE_BYTES): one frame each. The simulator sets it tiny so that every path pages.
+   */
+  pageBytes: number;
 }
 
 export const defaultTiming: ReplicaTiming = {
@@ -74,6 +79,7 @@ export const defaultTiming: ReplicaTiming = {
   retryMs: 300,
   retransmitMs: 200,
   catchupPage: 10_000,
+  pageBytes: PAGE_BYTES,
 };
 
 export interface ReplicaConfig {
@@ -161,9 +167,9 @@ const CATCHUP_REASK_MS = 1000;
 /** ... and asks for the first page this often until one arrives. */
 const CATCHUP_FIRST_ASK_MS = 100;
 
-/** A retransmission's entries: the first ones, at most 1,000 and about PAGE_BYTES of keys and values (one frame). */
-function fwdPage(entries: readonly Entry[]): Entry[] {
-  return pageOf(entries, 1000, PAGE_BYTES, (e) => itemBytes(e.key, e.value));
+/** A retransmission's entries: the first ones, at most 1,000 and about `maxBytes` of keys and values (one frame). */
+function fwdPage(entries: readonly Entry[], maxBytes: number): Entry[] {
+  return pageOf(entries, 1000, maxBytes, (e) => itemBytes(e.key, e.value));
 }
 
 /**
@@ -422,9 +428,9 @@ export class Replica {
 
   private onClient(token: number, req: ClientRequest): void {
     if (req.op === 'local') {
-      const local = this.store.scanLocal(req.afterPartition, req.after, req.limit, PAGE_BYTES);
+      const local = this.store.scanLocal(req.afterPartition, req.after, req.limit, this.timing.pageBytes);
       const bytes = local.reduce((n, kv) => n + itemBytes(kv.key, kv.value), 0);
-      this.out.push({ type: 'reply', token, result: { ok: true, local, done: local.length < req.limit && bytes < PAGE_BYTES }, durable: false });
+      this.out.push({ type: 'reply', token, result: { ok: true, local, done: local.length < req.limit && bytes < this.timing.pageBytes }, durable: false });
       return;
     }
     const partition = 'key' in req ? this.ring.partitionOf(req.key) : req.partition;
@@ -573,7 +579,7 @@ export class Replica {
     }
     if (s.pending.length > 0 && this.now - s.progressAt >= this.timing.retransmitMs) {
       s.progressAt = this.now;
-      this.send(succ, { t: 'fwd', e, p: s.p, entries: fwdPage(s.pending) });
+      this.send(succ, { t: 'fwd', e, p: s.p, entries: fwdPage(s.pending, this.timing.pageBytes) });
     }
     // Head: once a second, if every canonical member is in the chain, everything the head
     // committed is committed (and durable) on all of them: tombstones up to it can go.
@@ -730,7 +736,7 @@ export class Replica {
   private onNack(from: string, msg: Extract<DataMsg, { t: 'nack' }>): void {
     const s = this.member(msg.p, msg.e);
     if (s === undefined || this.successorOf(msg.p) !== from) return;
-    const entries = fwdPage(s.pending.filter((e) => e.seq >= msg.from));
+    const entries = fwdPage(s.pending.filter((e) => e.seq >= msg.from), this.timing.pageBytes);
     if (entries.length > 0) this.send(from, { t: 'fwd', e: this.view.epoch, p: s.p, entries });
   }
 
@@ -760,11 +766,11 @@ export class Replica {
       return this.send(msg.origin, { t: 'sres', id: msg.id, r: { ok: false, retry: true, why: 'not tail' } });
     }
     // Bounded in bytes too: the page travels as one frame.
-    const page = this.store.scan(s.p, msg.after, msg.limit, PAGE_BYTES);
+    const page = this.store.scan(s.p, msg.after, msg.limit, this.timing.pageBytes);
     const items: [Buffer, Buffer][] = page.map((kv) => [kv.key, kv.value]);
     const durable = page.some((kv) => this.store.volatile(s.p, kv.key));
     const bytes = page.reduce((n, kv) => n + itemBytes(kv.key, kv.value), 0);
-    this.send(msg.origin, { t: 'sres', id: msg.id, r: { ok: true, items, done: page.length < msg.limit && bytes < PAGE_BYTES } }, durable);
+    this.send(msg.origin, { t: 'sres', id: msg.id, r: { ok: true, items, done: page.length < msg.limit && bytes < this.timing.pageBytes } }, durable);
   }
 
   /** Predecessor asks for our history after its committed seq (answered once we are level). */
@@ -838,7 +844,7 @@ export class Replica {
       // Whatever we hold beyond the successor's history goes down now (CR8).
       const theirs = Math.max(msg.committed, ...msg.entries.map((x) => x.seq));
       const ahead = s.pending.filter((x) => x.seq > theirs);
-      if (ahead.length > 0) this.send(succ, { t: 'fwd', e: this.view.epoch, p: s.p, entries: fwdPage(ahead) });
+      if (ahead.length > 0) this.send(succ, { t: 'fwd', e: this.view.epoch, p: s.p, entries: fwdPage(ahead, this.timing.pageBytes) });
     }
     this.releaseWaiters(s);
   }
@@ -864,8 +870,8 @@ export class Replica {
     if (s === undefined || !s.ready || this.view.states[from] !== 'joining') return;
     const limit = Math.max(1, Math.min(msg.limit, 50_000));
     // Bounded in bytes too: the page travels as one frame.
-    const entries = this.store.changesAfter(s.p, msg.after, limit, PAGE_BYTES);
-    const more = entries.length >= limit || entries.reduce((n, e) => n + itemBytes(e.key, e.value), 0) >= PAGE_BYTES;
+    const entries = this.store.changesAfter(s.p, msg.after, limit, this.timing.pageBytes);
+    const more = entries.length >= limit || entries.reduce((n, e) => n + itemBytes(e.key, e.value), 0) >= this.timing.pageBytes;
     const upTo = more ? entries[entries.length - 1]!.seq : s.committed;
     const ids = this.idsAfter(s, msg.after, upTo);
     this.send(from, { t: 'cur', e: this.view.epoch, p: s.p, committed: s.committed, entries, more, ids });

@@ -1,5 +1,6 @@
 import { checkHistory, describeViolation } from './linearizability.ts';
 import { SimCluster } from './cluster.ts';
+import type { ReplicaTiming } from '../core/replica.ts';
 
 /**
  * One simulated run: five nodes of the real core, concurrent clients on a few hot keys,
@@ -24,6 +25,8 @@ export interface RunOptions {
   clockDrift?: number;
   keepLogs?: boolean;
   traceKey?: string;
+  /** Protocol timing overrides (e.g. a tiny `pageBytes`, so that every catch-up and retransmission pages). */
+  timing?: Partial<ReplicaTiming>;
 }
 
 export interface RunResult {
@@ -62,6 +65,7 @@ function runSeedUnchecked(opts: RunOptions): RunResult {
     clockDrift: opts.clockDrift ?? 0.01,
     keepLogs: opts.keepLogs ?? false,
     traceKey: opts.traceKey ?? '',
+    timing: opts.timing ?? {},
   });
   const rng = sim.rng;
   const faults: string[] = [];

@@ -33,6 +33,19 @@ for (let from = 1; from <= SEEDS; from += BATCH) {
   });
 }
 
+test('with pages of one entry (pageBytes 1: catch-ups and retransmissions in many pages), seeds 1-40 stay linearizable', () => {
+  const failures: string[] = [];
+  let pages = 0;
+  for (let seed = 1; seed <= 40; seed++) {
+    const r = runSeed({ seed, durationMs: 4000, timing: { pageBytes: 1 }, keepLogs: true });
+    pages += r.logs.filter((l) => l.includes('catching up from')).length;
+    if (!r.ok) failures.push(`seed ${seed}: ${r.problems.join('; ').slice(0, 2000)}\n  faults: ${r.faults.join('; ')}`);
+  }
+  assert.deepEqual(failures, []);
+  // Each such line is a catch-up page with more to come: the bound must have cut pages.
+  assert.ok(pages > 40, `only ${pages} intermediate catch-up pages`);
+});
+
 test('without faults, every operation succeeds', () => {
   for (let seed = 1; seed <= 20; seed++) {
     const r = runSeed({ seed, durationMs: 2000, faults: false, dropRate: 0 });
