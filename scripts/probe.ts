@@ -4,7 +4,7 @@
  *
  *   node --import tsx scripts/probe.ts writes [--concurrency 64] [--duration 6] [--skip-preload]
  *     Closed-loop writes through the ring-aware client (after preloading the 100,000 keys, as
- *     the benchmark does, unless --skip-preload); per write: peer messages (from each
+ *     the benchmark does, unless --skip-preload); per write: peer messages and fdatasyncs (from each
  *     node's /metrics), write and read system calls (/proc/<pid>/io) and CPU time, user and
  *     system (/proc/<pid>/stat), per node.
  *   node --import tsx scripts/probe.ts memory [--keys 1000000]
@@ -54,6 +54,7 @@ async function metric(node: string, name: string): Promise<number> {
 interface ProcSample {
   name: string;
   messagesIn: number;
+  fsyncs: number;
   writeCalls: number;
   readCalls: number;
   userS: number;
@@ -70,6 +71,7 @@ async function sample(): Promise<ProcSample[]> {
     out.push({
       name,
       messagesIn: await metric(name, 'chainkv_peer_messages_in_total'),
+      fsyncs: await metric(name, 'chainkv_fsync_batches_total'),
       writeCalls: Number(/syscw: (\d+)/.exec(io)?.[1]),
       readCalls: Number(/syscr: (\d+)/.exec(io)?.[1]),
       userS: Number(stat[11]) / 100,
@@ -93,6 +95,7 @@ async function probeWrites(): Promise<void> {
     console.log(`writes at c=${concurrency}: ${r.ops} in ${(r.measuredMs / 1000).toFixed(1)} s, ${Math.round(r.opsPerSec)}/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms`);
     console.log(`per write, by node (${cluster.names.join(' ')}):`);
     console.log(`  peer messages received   ${per((s) => s.messagesIn).join(' ')}   (cluster: ${sum(per((s) => s.messagesIn)).toFixed(2)})`);
+    console.log(`  fdatasyncs               ${per((s) => s.fsyncs).join(' ')}   (cluster: ${sum(per((s) => s.fsyncs)).toFixed(2)})`);
     console.log(`  write system calls       ${per((s) => s.writeCalls).join(' ')}   (cluster: ${sum(per((s) => s.writeCalls)).toFixed(2)})`);
     console.log(`  read system calls        ${per((s) => s.readCalls).join(' ')}   (cluster: ${sum(per((s) => s.readCalls)).toFixed(2)})`);
     console.log(`  user CPU, µs             ${per((s) => s.userS, 1e6).join(' ')}   (cluster: ${sum(per((s) => s.userS, 1e6)).toFixed(0)})`);
