@@ -91,9 +91,11 @@ export interface Store {
   recentRequests(partition: number, after: number, upTo?: number): { id: string; seq: number }[];
   /**
    * Drops the log rows of superseded versions with seq < below (their request ids are no
-   * longer needed). Called with increasing `below`; a store may remember how far it got.
+   * longer needed), looking at no more than `maxRows` rows. Returns the seq below which every
+   * row has been looked at (`below` once it is done; a store may remember it across restarts
+   * and return more). Called with increasing `below`.
    */
-  pruneLog(partition: number, below: number): void;
+  pruneLog(partition: number, below: number, maxRows?: number): number;
   /**
    * Physically removes tombstones (and versions hidden by a clear) with seq <= floor, once
    * every canonical member of the chain is known to have committed past them. Returns how

@@ -425,17 +425,24 @@ export class LmdbStore implements Store {
     return out;
   }
 
-  pruneLog(p: number, below: number): void {
+  pruneLog(p: number, below: number, maxRows = Infinity): number {
     const from = (this.meta.get(`q:${p}`) as number | undefined) ?? 0;
-    if (below <= from) return;
+    if (below <= from) return from;
+    let rows = 0;
+    let reached = below;
     for (const { key, value } of this.logOf(p).getRange({ start: seqKey(p, from), end: seqKey(p, below) })) {
+      if (rows++ >= maxRows) {
+        reached = key.readUIntBE(2, 6);
+        break;
+      }
       const kind = CODE_KIND[value.readUInt8(0)]!;
       if (kind === 'clear') continue;
       const idLen = value.readUInt8(1);
       const raw = this.kv.getBinary(kvKey(p, Buffer.from(value.subarray(2 + idLen))));
       if (raw === undefined || decodeRec(raw).seq !== key.readUIntBE(2, 6)) this.remove(LOG, key);
     }
-    this.put(META, `q:${p}`, below);
+    this.put(META, `q:${p}`, reached);
+    return reached;
   }
 
   /** Log position up to which garbage was collected, per partition (in memory; a restart rescans from 0). */

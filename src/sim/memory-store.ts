@@ -89,14 +89,18 @@ export class MemoryStore implements Store {
       .map((e) => ({ id: e.id, seq: e.seq }));
   }
 
-  pruneLog(p: number, below: number): void {
+  pruneLog(p: number, below: number, maxRows = Infinity): number {
     if (!(Number.isSafeInteger(below) && below >= 0)) throw new RangeError(`pruneLog below ${below}`);
     const log = this.log.get(p);
     const kv = this.kv.get(p);
-    if (log === undefined) return;
-    for (const [seq, e] of [...log]) {
-      if (seq < below && e.kind !== 'clear' && kv?.get(e.key.toString('latin1'))?.seq !== seq) this.del(log, seq);
+    if (log === undefined) return below;
+    let rows = 0;
+    for (const [seq, e] of [...log].sort((a, b) => a[0] - b[0])) {
+      if (seq >= below) break;
+      if (rows++ >= maxRows) return seq;
+      if (e.kind !== 'clear' && kv?.get(e.key.toString('latin1'))?.seq !== seq) this.del(log, seq);
     }
+    return below;
   }
 
   collectGarbage(p: number, floor: number): number {

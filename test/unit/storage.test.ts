@@ -219,3 +219,22 @@ test('scans and change lists end after the item that reaches the byte bound, in 
   }
   await lmdb.close();
 });
+
+test('pruning goes in slices of at most maxRows rows, reports how far it got, and remembers it across a restart', async () => {
+  const dir = fresh();
+  const ids = (s: LmdbStore): string[] => s.recentRequests(0, 0).map((r) => r.id);
+  let s = new LmdbStore(dir, { durability: 'fsync' });
+  s.transaction(() => {
+    for (let i = 1; i <= 10; i++) s.commit(0, put('a', `v${i}`, i)); // seqs 1-9 superseded by 10
+  });
+  assert.equal(s.transaction(() => s.pruneLog(0, 10, 3)), 4, 'rows 1-3 looked at');
+  assert.deepEqual(ids(s), ['id-4', 'id-5', 'id-6', 'id-7', 'id-8', 'id-9', 'id-10']);
+  assert.equal(s.transaction(() => s.pruneLog(0, 10, 3)), 7);
+  await s.close();
+  s = new LmdbStore(dir, { durability: 'fsync' });
+  assert.equal(s.transaction(() => s.pruneLog(0, 5)), 7, 'already pruned further than asked');
+  assert.equal(s.transaction(() => s.pruneLog(0, 10)), 10);
+  assert.deepEqual(ids(s), ['id-10']);
+  assert.equal(s.get(0, Buffer.from('a'))?.toString(), 'v10');
+  await s.close();
+});
