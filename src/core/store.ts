@@ -98,10 +98,11 @@ export interface Store {
   pruneLog(partition: number, below: number, maxRows?: number): number;
   /**
    * Physically removes tombstones (and versions hidden by a clear) with seq <= floor, once
-   * every canonical member of the chain is known to have committed past them. Returns how
-   * many records were removed.
+   * every canonical member of the chain is known to have committed past them, looking at no
+   * more than `maxRows` rows (log rows, and the records a clear hides). Returns whether it
+   * reached the floor; if not, call again (with the same or a higher floor) to go on.
    */
-  collectGarbage(partition: number, floor: number): number;
+  collectGarbage(partition: number, floor: number, maxRows?: number): boolean;
   /** Whether the latest write touching this key (or partition) is not yet known durable. */
   volatile(partition: number, key: Buffer): boolean;
 

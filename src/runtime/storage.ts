@@ -447,25 +447,38 @@ export class LmdbStore implements Store {
 
   /** Log position up to which garbage was collected, per partition (in memory; a restart rescans from 0). */
   private readonly gcDone = new Map<number, number>();
+  /** A clear's sweep cut short by the row budget: the kv key to go on from, per partition. */
+  private readonly gcSweep = new Map<number, Buffer>();
 
-  collectGarbage(p: number, floor: number): number {
+  collectGarbage(p: number, floor: number, maxRows = Infinity): boolean {
     const from = this.gcDone.get(p) ?? 0;
-    if (floor <= from) return 0;
-    let removed = 0;
+    if (floor <= from) return true;
+    let budget = maxRows;
     for (const { key, value } of this.logOf(p).getRange({ start: seqKey(p, from + 1), end: seqKey(p, floor + 1) })) {
       const seq = key.readUIntBE(2, 6);
       const kind = CODE_KIND[value.readUInt8(0)]!;
       const idLen = value.readUInt8(1);
+      if (budget-- <= 0) {
+        this.gcDone.set(p, seq - 1);
+        return false;
+      }
       if (kind === 'clear') {
-        // Every version older than the clear is hidden: remove them for good.
-        for (const row of this.kv.getRange({ start: partitionStart(p), end: partitionStart(p + 1) })) {
+        // Every version older than the clear is hidden: remove them for good, in key order,
+        // from where an earlier call stopped.
+        const start = this.gcSweep.get(p) ?? partitionStart(p);
+        for (const row of this.kv.getRange({ start, end: partitionStart(p + 1) })) {
+          if (budget-- <= 0) {
+            this.gcSweep.set(p, Buffer.from(row.key));
+            this.gcDone.set(p, seq - 1);
+            return false;
+          }
           const rec = decodeRec(row.value);
           if (rec.seq < seq) {
             this.remove(KV, row.key);
             this.remove(LOG, seqKey(p, rec.seq));
-            removed++;
           }
         }
+        this.gcSweep.delete(p);
         this.remove(LOG, key);
         continue;
       }
@@ -474,15 +487,12 @@ export class LmdbStore implements Store {
       const raw = this.kv.getBinary(k);
       if (raw !== undefined) {
         const rec = decodeRec(raw);
-        if (rec.tombstone && rec.seq === seq) {
-          this.remove(KV, k);
-          removed++;
-        }
+        if (rec.tombstone && rec.seq === seq) this.remove(KV, k);
       }
       this.remove(LOG, key);
     }
     this.gcDone.set(p, floor);
-    return removed;
+    return true;
   }
 
   volatile(p: number, key: Buffer): boolean {

@@ -103,32 +103,29 @@ export class MemoryStore implements Store {
     return below;
   }
 
-  collectGarbage(p: number, floor: number): number {
+  collectGarbage(p: number, floor: number, maxRows = Infinity): boolean {
     const log = this.log.get(p);
     const kv = this.kv.get(p);
-    if (log === undefined) return 0;
-    let removed = 0;
+    if (log === undefined) return true;
+    let budget = maxRows;
     for (const [seq, e] of [...log].sort((a, b) => a[0] - b[0])) {
       if (seq > floor) break;
       if (e.kind === 'clear') {
         for (const [k, rec] of [...(kv ?? new Map<string, Entry>())]) {
-          if (rec.seq < seq) {
-            this.del(kv!, k);
-            this.del(log, rec.seq);
-            removed++;
-          }
+          if (rec.seq >= seq) continue;
+          if (budget-- <= 0) return false; // the clear's row stays: the next call goes on
+          this.del(kv!, k);
+          this.del(log, rec.seq);
         }
         this.del(log, seq);
       } else if (e.kind === 'del') {
+        if (budget-- <= 0) return false;
         const k = e.key.toString('latin1');
-        if (kv?.get(k)?.seq === seq) {
-          this.del(kv, k);
-          removed++;
-        }
+        if (kv?.get(k)?.seq === seq) this.del(kv, k);
         this.del(log, seq);
       }
     }
-    return removed;
+    return true;
   }
 
   /** Number of tombstones stored (for tests). */

@@ -33,11 +33,11 @@ for (let from = 1; from <= SEEDS; from += BATCH) {
   });
 }
 
-test('with pages of one entry (pageBytes 1: catch-ups and retransmissions in many pages), seeds 1-40 stay linearizable', () => {
+test('with pages of one entry and garbage collected a row per tick, seeds 1-40 stay linearizable', () => {
   const failures: string[] = [];
   let pages = 0;
   for (let seed = 1; seed <= 40; seed++) {
-    const r = runSeed({ seed, durationMs: 4000, timing: { pageBytes: 1 }, keepLogs: true });
+    const r = runSeed({ seed, durationMs: 4000, timing: { pageBytes: 1, gcRowsPerTick: 1 }, keepLogs: true });
     pages += r.logs.filter((l) => l.includes('catching up from')).length;
     if (!r.ok) failures.push(`seed ${seed}: ${r.problems.join('; ').slice(0, 2000)}\n  faults: ${r.faults.join('; ')}`);
   }

@@ -238,3 +238,27 @@ test('pruning goes in slices of at most maxRows rows, reports how far it got, an
   assert.equal(s.get(0, Buffer.from('a'))?.toString(), 'v10');
   await s.close();
 });
+
+test('garbage collection goes in slices: a clear\'s sweep stops at the row budget and goes on from there', async () => {
+  const dir = fresh();
+  const s = new LmdbStore(dir, { durability: 'process' });
+  s.transaction(() => {
+    for (let i = 1; i <= 6; i++) s.commit(0, put(`k${i}`, 'v', i));
+    s.commit(0, clear(7));
+    s.commit(0, put('k9', 'after', 8));
+  });
+  let calls = 0;
+  let done = false;
+  while (!done) {
+    done = s.transaction(() => s.collectGarbage(0, 8, 2));
+    calls++;
+    // Hidden records stay hidden whatever the sweep has reached.
+    assert.deepEqual(s.scan(0, null, 10).map((kv) => kv.key.toString()), ['k9']);
+    assert.ok(calls < 20, 'the sweep makes progress');
+  }
+  assert.ok(calls >= 4, `${calls} calls: the budget cut the work`);
+  assert.equal(s.stats().records, 1, 'versions older than the clear are gone');
+  assert.deepEqual(s.changesAfter(0, 0, 100).map((e) => e.seq), [8]);
+  assert.equal(s.transaction(() => s.collectGarbage(0, 8, 2)), true, 'nothing left');
+  await s.close();
+});
