@@ -98,7 +98,7 @@ export class HttpServer {
       case '/cluster':
         return this.json(res, 200, this.api.cluster());
       case '/digest':
-        return this.json(res, 200, { node: this.api.node.name, epoch: this.api.node.replica.currentView.epoch, partitions: this.api.digests() });
+        return this.json(res, 200, { node: this.api.node.name, epoch: this.api.node.replica.currentView.epoch, partitions: await this.api.digests() });
       case '/metrics': {
         if (this.opts.metrics === undefined) throw new HttpError(404, 'KV_ERR_NOT_FOUND', 'metrics are disabled');
         const text = await this.opts.metrics.metrics();

@@ -24,6 +24,8 @@ export interface Page {
 export const RESERVED_KEYS = new Set(['*', '@']);
 export const DEFAULT_PAGE = 1000;
 export const MAX_PAGE = 10_000;
+/** Pairs hashed per event-loop turn by `digests`. */
+const DIGEST_CHUNK = 5_000;
 
 function unwrap(r: ClientResult): Extract<ClientResult, { ok: true }> {
   if (!r.ok) throw new KvError(r.code, r.message);
@@ -168,27 +170,29 @@ export class KvApi {
    * with the committed seq it reflects. Members of a chain that agree have equal digests
    * at equal seqs (`chainkv verify` compares them).
    */
-  digests(): PartitionDigest[] {
+  async digests(): Promise<PartitionDigest[]> {
     const out: PartitionDigest[] = [];
-    const states = new Map(this.node.replica.partitions().map((x) => [x.partition, x]));
     for (const p of this.node.ring.partitionsOf(this.node.name)) {
+      // The state, the committed seq and the pairs are read from one moment: the pairs from
+      // an LMDB read snapshot taken in this same turn, read a chunk per turn so that the node
+      // keeps serving (hashing 600,000 keys in one turn took 0.6-1.2 s, and the leader took
+      // the node for dead).
+      const st = this.node.replica.partitions().find((x) => x.partition === p);
+      const committed = this.node.store.committedSeq(p);
+      const chunks = this.node.store.snapshotScan(p, DIGEST_CHUNK, PAGE_BYTES);
       const h = createHash('sha1');
       let keys = 0;
-      let after: Buffer | null = null;
-      for (;;) {
-        const page = this.node.store.scan(p, after, 10_000, PAGE_BYTES);
-        if (page.length === 0) break;
-        for (const kv of page) {
+      for (let chunk = chunks.next(); !chunk.done; chunk = chunks.next()) {
+        for (const kv of chunk.value) {
           const len = Buffer.allocUnsafe(8);
           len.writeUInt32BE(kv.key.length, 0);
           len.writeUInt32BE(kv.value.length, 4);
           h.update(len).update(kv.key).update(kv.value);
           keys++;
         }
-        after = page[page.length - 1]!.key;
+        await new Promise<void>((resolve) => setImmediate(resolve));
       }
-      const st = states.get(p);
-      out.push({ partition: p, node: this.node.name, mode: st?.mode ?? 'out', ready: st?.ready ?? false, committed: this.node.store.committedSeq(p), pending: st?.pending ?? 0, keys, digest: h.digest('hex') });
+      out.push({ partition: p, node: this.node.name, mode: st?.mode ?? 'out', ready: st?.ready ?? false, committed, pending: st?.pending ?? 0, keys, digest: h.digest('hex') });
     }
     return out;
   }

@@ -371,6 +371,30 @@ export class LmdbStore implements Store {
     return out;
   }
 
+  /**
+   * Live committed pairs of a partition in key order, in chunks of at most `chunk` pairs and
+   * about `maxBytes` of keys and values, all from one LMDB read snapshot: the first `next()`
+   * takes it (with the clear mark of that moment), and writes committed while the caller
+   * yields between chunks do not show.
+   */
+  *snapshotScan(p: number, chunk: number, maxBytes = Infinity): Generator<KeyValue[]> {
+    const cleared = this.clearedAt.get(p) ?? 0;
+    let out: KeyValue[] = [];
+    let bytes = 0;
+    for (const { key, value } of this.kv.getRange({ start: partitionStart(p), end: partitionStart(p + 1) })) {
+      const rec = decodeRec(value);
+      if (rec.tombstone || rec.seq <= cleared) continue;
+      out.push({ key: Buffer.from(key.subarray(2)), value: Buffer.from(rec.value) });
+      bytes += key.length - 2 + rec.value.length;
+      if (out.length >= chunk || bytes >= maxBytes) {
+        yield out;
+        out = [];
+        bytes = 0;
+      }
+    }
+    if (out.length > 0) yield out;
+  }
+
   scanLocal(afterPartition: number, after: Buffer | null, limit: number, maxBytes = Infinity): LocalKeyValue[] {
     const out: LocalKeyValue[] = [];
     let bytes = 0;

@@ -262,3 +262,26 @@ test('garbage collection goes in slices: a clear\'s sweep stops at the row budge
   assert.equal(s.transaction(() => s.collectGarbage(0, 8, 2)), true, 'nothing left');
   await s.close();
 });
+
+test('snapshotScan reads one snapshot in chunks: writes between chunks do not show', async () => {
+  const dir = fresh();
+  const s = new LmdbStore(dir, { durability: 'process' });
+  s.transaction(() => {
+    for (let i = 1; i <= 9; i++) s.commit(0, put(`k${i}`, 'old', i));
+  });
+  const chunks = s.snapshotScan(0, 4);
+  const seen: string[] = [];
+  let chunk = chunks.next();
+  s.transaction(() => {
+    s.commit(0, put('k1', 'new', 10));
+    s.commit(0, del('k9', 11));
+    s.commit(0, put('k99', 'new', 12));
+  });
+  for (; !chunk.done; chunk = chunks.next()) {
+    assert.ok(chunk.value.length <= 4);
+    for (const kv of chunk.value) seen.push(`${kv.key.toString()}=${kv.value.toString()}`);
+  }
+  assert.deepEqual(seen, ['k1=old', 'k2=old', 'k3=old', 'k4=old', 'k5=old', 'k6=old', 'k7=old', 'k8=old', 'k9=old']);
+  assert.deepEqual(s.scan(0, null, 20).map((kv) => kv.key.toString()), ['k1', 'k2', 'k3', 'k4', 'k5', 'k6', 'k7', 'k8', 'k99']);
+  await s.close();
+});
