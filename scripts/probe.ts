@@ -6,7 +6,8 @@
  *     Closed-loop writes through the ring-aware client (after preloading the 100,000 keys, as
  *     the benchmark does, unless --skip-preload); per write: peer messages and fdatasyncs (from each
  *     node's /metrics), write and read system calls (/proc/<pid>/io) and CPU time, user and
- *     system (/proc/<pid>/stat), per node.
+ *     system (/proc/<pid>/stat), per node; and the share of the core's event-loop turns that
+ *     took 5 ms or more, and 10 ms or more (chainkv_turn_duration_seconds).
  *   node --import tsx scripts/probe.ts memory [--keys 1000000]
  *     Loads the keys as the benchmark's memory phase does; per node: peak RSS, anonymous and
  *     file-backed; for the busiest node, V8's heap at its RSS peak (sampled from /metrics) and
@@ -46,15 +47,25 @@ try {
   await cluster.stop();
 }
 
+async function metricsText(node: string): Promise<string> {
+  return (await fetch(`${cluster.http(node)}/metrics`)).text();
+}
+
+function metricIn(text: string, name: string, labels = ''): number {
+  return Number(new RegExp(`^${name}\\{${labels}[^}]*\\} (\\S+)`, 'm').exec(text)?.[1] ?? 0);
+}
+
 async function metric(node: string, name: string): Promise<number> {
-  const text = await (await fetch(`${cluster.http(node)}/metrics`)).text();
-  return Number(new RegExp(`^${name}\\{[^}]*\\} (\\S+)`, 'm').exec(text)?.[1] ?? 0);
+  return metricIn(await metricsText(node), name);
 }
 
 interface ProcSample {
   name: string;
   messagesIn: number;
   fsyncs: number;
+  turns: number;
+  turnsUnder5ms: number;
+  turnsUnder10ms: number;
   writeCalls: number;
   readCalls: number;
   userS: number;
@@ -68,10 +79,14 @@ async function sample(): Promise<ProcSample[]> {
     const pid = pids.get(name)!;
     const io = readFileSync(`/proc/${pid}/io`, 'utf8');
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').slice(readFileSync(`/proc/${pid}/stat`, 'utf8').lastIndexOf(')') + 2).split(' ');
+    const text = await metricsText(name); // one snapshot, so that counts and buckets agree
     out.push({
       name,
-      messagesIn: await metric(name, 'chainkv_peer_messages_in_total'),
-      fsyncs: await metric(name, 'chainkv_fsync_batches_total'),
+      messagesIn: metricIn(text, 'chainkv_peer_messages_in_total'),
+      fsyncs: metricIn(text, 'chainkv_fsync_batches_total'),
+      turns: metricIn(text, 'chainkv_turn_duration_seconds_count'),
+      turnsUnder5ms: metricIn(text, 'chainkv_turn_duration_seconds_bucket', 'le="0.005",'),
+      turnsUnder10ms: metricIn(text, 'chainkv_turn_duration_seconds_bucket', 'le="0.01",'),
       writeCalls: Number(/syscw: (\d+)/.exec(io)?.[1]),
       readCalls: Number(/syscr: (\d+)/.exec(io)?.[1]),
       userS: Number(stat[11]) / 100,
@@ -100,6 +115,18 @@ async function probeWrites(): Promise<void> {
     console.log(`  read system calls        ${per((s) => s.readCalls).join(' ')}   (cluster: ${sum(per((s) => s.readCalls)).toFixed(2)})`);
     console.log(`  user CPU, µs             ${per((s) => s.userS, 1e6).join(' ')}   (cluster: ${sum(per((s) => s.userS, 1e6)).toFixed(0)})`);
     console.log(`  system CPU, µs           ${per((s) => s.sysS, 1e6).join(' ')}   (cluster: ${sum(per((s) => s.sysS, 1e6)).toFixed(0)})`);
+    // Turns are the unit of latency: a request waits for every turn it crosses.
+    const delta = (i: number, f: (s: ProcSample) => number): number => f(after[i]!) - f(before[i]!);
+    console.log(`event-loop turns of the core, by node: count, and share of 5 ms or more / 10 ms or more:`);
+    console.log(
+      `  ${after
+        .map((a, i) => {
+          const n = delta(i, (s) => s.turns);
+          const pct = (under: (s: ProcSample) => number): string => ((100 * (n - delta(i, under))) / Math.max(1, n)).toFixed(2);
+          return `${a.name} ${n} ${pct((s) => s.turnsUnder5ms)}%/${pct((s) => s.turnsUnder10ms)}%`;
+        })
+        .join('   ')}`,
+    );
   } finally {
     t.close();
   }

@@ -44,6 +44,8 @@ export class NodeRuntime {
   private stopping = false;
   readonly startedAt = Date.now();
   readonly counters = { requests: 0, steps: 0, fsyncs: 0, messagesIn: 0, badMessages: 0 };
+  /** Called after each event-loop turn of the core with its wall time (metrics hook). */
+  onTurn: ((ms: number) => void) | null = null;
 
   constructor(config: ClusterConfig, name: string, log: Logger) {
     this.name = name;
@@ -158,6 +160,7 @@ export class NodeRuntime {
     }
     this.dispatch(outputs);
     this.transport.flush();
+    this.onTurn?.(performance.now() - now);
   }
 
   private dispatch(outputs: Output[]): void {

@@ -283,6 +283,23 @@ describe('HTTP', () => {
       ['5558', '5560', '5562'],
     );
   });
+
+  test('/metrics counts requests and turns in Prometheus text', async () => {
+    const metric = async (name: string): Promise<number> => {
+      const text = await (await fetch(`${cluster.http('5556')}/metrics`)).text();
+      const m = new RegExp(`^${name}\\{[^}]*\\} (\\S+)$`, 'm').exec(text);
+      assert.ok(m !== null, `${name} in /metrics`);
+      return Number(m[1]);
+    };
+    const requests = await metric('chainkv_client_requests_total');
+    const turns = await metric('chainkv_turn_duration_seconds_count');
+    for (let i = 0; i < 20; i++) await redis('5556').set(`metrics-${i}`, 'v');
+    assert.ok((await metric('chainkv_client_requests_total')) >= requests + 20);
+    assert.ok((await metric('chainkv_turn_duration_seconds_count')) > turns);
+    // A histogram: cumulative buckets by turn duration.
+    const text = await (await fetch(`${cluster.http('5556')}/metrics`)).text();
+    assert.match(text, /^chainkv_turn_duration_seconds_bucket\{le="0.001",node="5556"\} \d+$/m);
+  });
 });
 
 describe('typed client', () => {
