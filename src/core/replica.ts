@@ -80,7 +80,7 @@ export const defaultTiming: ReplicaTiming = {
   requestTimeoutMs: 5000,
   retryMs: 300,
   retransmitMs: 200,
-  catchupPage: 10_000,
+  catchupPage: 5_000,
   pageBytes: PAGE_BYTES,
   gcRowsPerTick: 5000,
 };
