@@ -471,8 +471,8 @@ export class LmdbStore implements Store {
 
   /** Log position up to which garbage was collected, per partition (in memory; a restart rescans from 0). */
   private readonly gcDone = new Map<number, number>();
-  /** A clear's sweep cut short by the row budget: the kv key to go on from, per partition. */
-  private readonly gcSweep = new Map<number, Buffer>();
+  /** A clear's sweep cut short by the row budget: the clear's seq and the kv key to go on from, per partition. */
+  private readonly gcSweep = new Map<number, { clear: number; from: Buffer }>();
 
   collectGarbage(p: number, floor: number, maxRows = Infinity): boolean {
     const from = this.gcDone.get(p) ?? 0;
@@ -489,10 +489,11 @@ export class LmdbStore implements Store {
       if (kind === 'clear') {
         // Every version older than the clear is hidden: remove them for good, in key order,
         // from where an earlier call stopped.
-        const start = this.gcSweep.get(p) ?? partitionStart(p);
+        const resume = this.gcSweep.get(p);
+        const start = resume !== undefined && resume.clear === seq ? resume.from : partitionStart(p);
         for (const row of this.kv.getRange({ start, end: partitionStart(p + 1) })) {
           if (budget-- <= 0) {
-            this.gcSweep.set(p, Buffer.from(row.key));
+            this.gcSweep.set(p, { clear: seq, from: Buffer.from(row.key) });
             this.gcDone.set(p, seq - 1);
             return false;
           }
