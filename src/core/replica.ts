@@ -161,7 +161,7 @@ interface Outstanding {
   tries: number;
 }
 
-interface RecentWrite {
+export interface RecentWrite {
   p: number;
   seq: number;
   existed: boolean;
@@ -187,17 +187,28 @@ function fwdPage(entries: readonly Entry[], maxBytes: number): Entry[] {
  * The window of recent request ids, in two generations: when the current one is full it
  * becomes the previous one and the oldest generation is dropped whole. O(1) per id (evicting
  * one id at a time from a Map's front slows down as deleted slots pile up).
+ *
+ * A generation is also at least `minAgeMs` old when it becomes the previous one, so an id is
+ * remembered for at least that long whatever the write rate: a coordinator retries a request
+ * under the same id until its deadline (requestTimeoutMs), and a retry whose id was forgotten
+ * would be applied twice. By count alone, 200,000 ids covered less than the 5-s deadline
+ * above 40,000 writes/s on a node.
  */
-class RecentIds {
+export class RecentIds {
   private current = new Map<string, RecentWrite>();
   private previous = new Map<string, RecentWrite>();
-  constructor(private readonly half: number) {}
+  private currentSince = 0;
+  constructor(
+    private readonly half: number,
+    private readonly minAgeMs: number,
+  ) {}
   get(id: string): RecentWrite | undefined {
     return this.current.get(id) ?? this.previous.get(id);
   }
-  set(id: string, w: RecentWrite): void {
+  set(id: string, w: RecentWrite, now: number): void {
+    if (this.current.size === 0) this.currentSince = now;
     this.current.set(id, w);
-    if (this.current.size >= this.half) {
+    if (this.current.size >= this.half && now - this.currentSince >= this.minAgeMs) {
       this.previous = this.current;
       this.current = new Map();
     }
@@ -239,7 +250,7 @@ export class Replica {
     this.timing = { ...defaultTiming, ...cfg.timing };
     this.incarnation = cfg.incarnation;
     this.dedupWindow = cfg.dedupWindow ?? 200_000;
-    this.recent = new RecentIds(Math.max(1, Math.ceil(this.dedupWindow / 2)));
+    this.recent = new RecentIds(Math.max(1, Math.ceil(this.dedupWindow / 2)), 2 * this.timing.requestTimeoutMs);
     this.rngState = cfg.seed >>> 0 || 1;
     if (!cfg.ring.has(cfg.self)) throw new RangeError(`node ${cfg.self} is not in the ring`);
     this.membership = new Membership(
@@ -291,7 +302,7 @@ export class Replica {
       // Request ids of recent writes, from the log: a retry of a write committed before a
       // restart is recognised, not applied a second time.
       for (const { id, seq } of this.store.recentRequests(p, Math.max(0, committed - KEEP_LOG_SEQS))) {
-        this.recent.set(id, { p, seq, existed: true });
+        this.recent.set(id, { p, seq, existed: true }, this.now);
       }
     }
   }
@@ -843,7 +854,7 @@ export class Replica {
       s.pulls.set(from, { from, msg });
       if (!msg.level) return;
     }
-    for (const [id, seq] of msg.ids) this.recent.set(id, { p: s.p, seq, existed: true });
+    for (const [id, seq] of msg.ids) this.recent.set(id, { p: s.p, seq, existed: true }, this.now);
     // 1. What we hold and the source committed is committed.
     const upTo = Math.min(msg.committed, s.last);
     while (s.pending.length > 0 && s.pending[0]!.seq <= upTo) this.commitEntry(s, s.pending.shift()!);
@@ -909,7 +920,7 @@ export class Replica {
     // brings nothing new, and asking for "the next page" again would start a second stream of
     // asks beside the first one.
     if (msg.more && msg.entries.length > 0 && msg.entries[msg.entries.length - 1]!.seq <= s.committed) return;
-    for (const [id, seq] of msg.ids) this.recent.set(id, { p: s.p, seq, existed: true });
+    for (const [id, seq] of msg.ids) this.recent.set(id, { p: s.p, seq, existed: true }, this.now);
     for (const entry of msg.entries) if (entry.seq > s.committed) this.store.commit(s.p, entry);
     const lastSeq = msg.entries.length > 0 ? msg.entries[msg.entries.length - 1]!.seq : s.committed;
     s.committed = s.last = Math.max(s.committed, lastSeq);
@@ -999,7 +1010,7 @@ export class Replica {
   /** Every member remembers request ids it holds, so that as a new head it recognises a retry. */
   private remember(p: number, entry: Entry): void {
     if (entry.id === '') return;
-    this.recent.set(entry.id, { p, seq: entry.seq, existed: entry.existed ?? true });
+    this.recent.set(entry.id, { p, seq: entry.seq, existed: entry.existed ?? true }, this.now);
   }
 
   /** Serving chains of the current view, computed once per view (hot path). */

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { ClientRequest, ClientResult } from '../../src/core/replica.ts';
+import { RecentIds } from '../../src/core/replica.ts';
 import { SimCluster } from '../../src/sim/cluster.ts';
 import { checkHistory, describeViolation } from '../../src/sim/linearizability.ts';
 
@@ -221,4 +222,16 @@ describe('long histories', () => {
     assert.ok(sim.runWhile(() => !sim.isQuiet(), 60_000));
     assert.equal(get(sim, '5560', 'hot'), `v${n - 1}`);
   });
+});
+
+test('the request-id window keeps every id for at least its minimum age, however fast ids arrive', () => {
+  const w = { p: 0, seq: 1, existed: true };
+  // Two ids per generation by count, but a generation must be 100 ms old to rotate.
+  const ids = new RecentIds(2, 100);
+  for (let i = 0; i < 50; i++) ids.set(`fast-${i}`, w, i); // 50 ids within 50 ms
+  for (let i = 0; i < 50; i++) assert.ok(ids.get(`fast-${i}`) !== undefined, `fast-${i} still known at 50 ms`);
+  // Later, at a slow rate, generations rotate by count again and old ids go.
+  for (let i = 0; i < 6; i++) ids.set(`slow-${i}`, w, 200 + 200 * i);
+  assert.equal(ids.get('fast-0'), undefined, 'forgotten once two generations have passed');
+  assert.ok(ids.get('slow-5') !== undefined);
 });
