@@ -229,9 +229,13 @@ test('the request-id window keeps every id for at least its minimum age, however
   // Two ids per generation by count, but a generation must be 100 ms old to rotate.
   const ids = new RecentIds(2, 100);
   for (let i = 0; i < 50; i++) ids.set(`fast-${i}`, w, i); // 50 ids within 50 ms
-  for (let i = 0; i < 50; i++) assert.ok(ids.get(`fast-${i}`) !== undefined, `fast-${i} still known at 50 ms`);
+  for (let i = 0; i < 50; i++) assert.ok(ids.get(`fast-${i}`, 0) !== undefined, `fast-${i} still known at 50 ms`);
   // Later, at a slow rate, generations rotate by count again and old ids go.
   for (let i = 0; i < 6; i++) ids.set(`slow-${i}`, w, 200 + 200 * i);
-  assert.equal(ids.get('fast-0'), undefined, 'forgotten once two generations have passed');
-  assert.ok(ids.get('slow-5') !== undefined);
+  assert.equal(ids.get('fast-0', 0), undefined, 'forgotten once two generations have passed');
+  assert.ok(ids.get('slow-5', 0) !== undefined);
+  // What is remembered per id: its seq and whether the key existed, per partition.
+  ids.set('w', { p: 3, seq: 123_456_789_012, existed: false }, 2000);
+  assert.deepEqual(ids.get('w', 3), { p: 3, seq: 123_456_789_012, existed: false });
+  assert.equal(ids.get('w', 2), undefined);
 });
