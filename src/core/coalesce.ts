@@ -20,6 +20,7 @@
  * A merged `fwd` holds at most MAX_MERGED_ENTRIES entries and MAX_MERGED_BYTES of keys and
  * values, well under the transport's frame limit.
  */
+import { itemBytes } from './store.ts';
 import type { Entry } from './store.ts';
 import type { Output } from './replica.ts';
 
@@ -35,10 +36,6 @@ interface FwdGroup {
   entries: Entry[];
   bytes: number;
   merged: boolean;
-}
-
-function entryBytes(entry: Entry): number {
-  return entry.key.length + (entry.value?.length ?? 0);
 }
 
 /** Merges the `fwd` and `ack` outputs of one turn as described above; other outputs are kept as they are, in order. */
@@ -67,7 +64,7 @@ export function coalesce(outputs: Output[]): Output[] {
       const open = of(openFwd, o.to);
       const g = open.get(msg.p);
       let bytes = 0;
-      for (const entry of msg.entries) bytes += entryBytes(entry);
+      for (const entry of msg.entries) bytes += itemBytes(entry.key, entry.value);
       const first = msg.entries[0];
       const last = g?.entries[g.entries.length - 1];
       if (

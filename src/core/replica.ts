@@ -6,7 +6,7 @@ import type { DataMsg, PeerMsg, Result } from './messages.ts';
 import { isMembershipMsg } from './messages.ts';
 import type { Ring } from './ring.ts';
 import { coalesce } from './coalesce.ts';
-import { KEEP_LOG_SEQS, PAGE_BYTES, itemBytes, pageOf } from './store.ts';
+import { KEEP_LOG_SEQS, PAGE_BYTES, itemBytes, pageIsFull, pageOf } from './store.ts';
 import type { Entry, EntryKind, LocalKeyValue, Store } from './store.ts';
 import { initialView, servingChain } from './view.ts';
 import type { View } from './view.ts';
@@ -464,8 +464,7 @@ export class Replica {
   private onClient(token: number, req: ClientRequest): void {
     if (req.op === 'local') {
       const local = this.store.scanLocal(req.afterPartition, req.after, req.limit, this.timing.pageBytes);
-      const bytes = local.reduce((n, kv) => n + itemBytes(kv.key, kv.value), 0);
-      this.out.push({ type: 'reply', token, result: { ok: true, local, done: local.length < req.limit && bytes < this.timing.pageBytes }, durable: false });
+      this.out.push({ type: 'reply', token, result: { ok: true, local, done: !pageIsFull(local, req.limit, this.timing.pageBytes) }, durable: false });
       return;
     }
     const partition = 'key' in req ? this.ring.partitionOf(req.key) : req.partition;
@@ -815,8 +814,7 @@ export class Replica {
     const page = this.store.scan(s.p, msg.after, msg.limit, this.timing.pageBytes);
     const items: [Buffer, Buffer][] = page.map((kv) => [kv.key, kv.value]);
     const durable = page.some((kv) => this.store.volatile(s.p, kv.key));
-    const bytes = page.reduce((n, kv) => n + itemBytes(kv.key, kv.value), 0);
-    this.send(msg.origin, { t: 'sres', id: msg.id, r: { ok: true, items, done: page.length < msg.limit && bytes < this.timing.pageBytes } }, durable);
+    this.send(msg.origin, { t: 'sres', id: msg.id, r: { ok: true, items, done: !pageIsFull(page, msg.limit, this.timing.pageBytes) } }, durable);
   }
 
   /** Predecessor asks for our history after its committed seq (answered once we are level). */
@@ -918,7 +916,7 @@ export class Replica {
     const limit = Math.max(1, Math.min(msg.limit, 50_000));
     // Bounded in bytes too: the page travels as one frame.
     const entries = this.store.changesAfter(s.p, msg.after, limit, this.timing.pageBytes);
-    const more = entries.length >= limit || entries.reduce((n, e) => n + itemBytes(e.key, e.value), 0) >= this.timing.pageBytes;
+    const more = pageIsFull(entries, limit, this.timing.pageBytes);
     const upTo = more ? entries[entries.length - 1]!.seq : s.committed;
     const ids = this.idsAfter(s, msg.after, upTo);
     this.send(from, { t: 'cur', e: this.view.epoch, p: s.p, committed: s.committed, entries, more, ids });

@@ -29,14 +29,50 @@ export function itemBytes(key: Buffer, value: Buffer | null): number {
   return key.length + (value?.length ?? 0);
 }
 
+/** Whether a page may have more after it: it holds `limit` items, or its keys and values reach `maxBytes`. */
+export function pageIsFull(items: readonly { key: Buffer; value: Buffer | null }[], limit: number, maxBytes: number): boolean {
+  if (items.length >= limit) return true;
+  let total = 0;
+  for (const it of items) total += itemBytes(it.key, it.value);
+  return total >= maxBytes;
+}
+
+/**
+ * A page of `@` over the partitions a store holds: each partition's `scan` in turn, from the
+ * cursor (afterPartition, after), until `limit` pairs or `maxBytes` of keys and values.
+ */
+export function localPage(
+  partitions: Iterable<number>,
+  afterPartition: number,
+  after: Buffer | null,
+  limit: number,
+  maxBytes: number,
+  scan: (p: number, after: Buffer | null, limit: number, maxBytes: number) => KeyValue[],
+): LocalKeyValue[] {
+  const out: LocalKeyValue[] = [];
+  let bytes = 0;
+  for (const p of [...partitions].sort((a, b) => a - b)) {
+    if (p < afterPartition) continue;
+    for (const kv of scan(p, p === afterPartition ? after : null, limit - out.length, maxBytes - bytes)) {
+      out.push({ partition: p, key: kv.key, value: kv.value });
+      bytes += itemBytes(kv.key, kv.value);
+    }
+    if (out.length >= limit || bytes >= maxBytes) break;
+  }
+  return out;
+}
+
 /** The first items of a sequence, at most `limit`, ending after the one that reaches `maxBytes`. */
 export function pageOf<T>(items: Iterable<T>, limit: number, maxBytes: number, bytes: (item: T) => number): T[] {
   const out: T[] = [];
+  if (limit <= 0 || maxBytes <= 0) return out;
   let total = 0;
+  // Stops right after the item that fills the page: no further item is read (a generator is
+  // not advanced past it).
   for (const item of items) {
-    if (out.length >= limit || total >= maxBytes) break;
     out.push(item);
     total += bytes(item);
+    if (out.length >= limit || total >= maxBytes) break;
   }
   return out;
 }

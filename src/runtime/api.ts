@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { ErrorCodes, KvError } from '../core/errors.ts';
 import type { ClientResult } from '../core/replica.ts';
 import { servingChain } from '../core/view.ts';
-import { PAGE_BYTES } from '../core/store.ts';
+import { PAGE_BYTES, itemBytes } from '../core/store.ts';
 import type { NodeRuntime } from './node.ts';
 
 /**
@@ -110,7 +110,7 @@ export class KvApi {
       const got = r.items ?? [];
       for (const [key, value] of got) {
         items.push({ key, value });
-        bytes += key.length + value.length;
+        bytes += itemBytes(key, value);
       }
       // A page may be short because of its byte bound (PAGE_BYTES): only `done` ends a partition.
       if (r.done ?? got.length < want) {

@@ -11,15 +11,15 @@ import { nodeAddress, nodeDataDir } from './config.ts';
 import { LmdbStore } from './storage.ts';
 import { PeerTransport } from './transport.ts';
 
+/** A turn of the protocol core longer than this is logged as a warning. */
+const SLOW_TURN_MS = 100;
+
 /**
  * One real node: the protocol core wired to LMDB, the TCP transport, a monotonic clock and a
  * ticker. Inputs that arrive in one event-loop turn are stepped together inside one LMDB
  * write transaction; the outputs are then released in order, those marked durable only after
  * an fdatasync that started after the transaction committed (group commit).
  */
-/** A turn of the protocol core longer than this is logged as a warning. */
-const SLOW_TURN_MS = 100;
-
 export class NodeRuntime {
   readonly name: string;
   readonly config: ClusterConfig;

@@ -4,7 +4,7 @@ import { open } from 'lmdb';
 import { Packr } from 'msgpackr';
 import type { Database, RootDatabase } from 'lmdb';
 import type { MembershipState } from '../core/membership.ts';
-import { KEEP_LOG_SEQS, itemBytes } from '../core/store.ts';
+import { KEEP_LOG_SEQS, itemBytes, localPage, pageOf } from '../core/store.ts';
 import type { Entry, EntryKind, KeyValue, LocalKeyValue, Store } from '../core/store.ts';
 import { RedoLog } from './redo-log.ts';
 
@@ -169,8 +169,10 @@ export class LmdbStore implements Store {
     });
     this.kv = this.env.openDB<Buffer, Buffer>({ name: 'kv', keyEncoding: 'binary', encoding: 'binary' });
     this.meta = this.env.openDB<unknown, string>({ name: 'meta', encoding: 'msgpack' });
-    for (const name of this.env.getKeys()) {
-      const m = typeof name === 'string' ? /^log\.(\d+)$/.exec(name) : null;
+    // The root database lists the named databases.
+    const names = new Set([...this.env.getKeys()].filter((k): k is string => typeof k === 'string'));
+    for (const name of names) {
+      const m = /^log\.(\d+)$/.exec(name);
       if (m !== null) this.logOf(Number(m[1]));
     }
     this.fd = openSync(join(dir, 'data.mdb'), 'r+');
@@ -183,7 +185,7 @@ export class LmdbStore implements Store {
     // them), so only the ones after it are applied.
     this.redoSeq = (this.meta.get(REDO_SEQ_KEY) as number | undefined) ?? 0;
     // Before any replay: a replayed write to a log row must find the row where it now lives.
-    const migrated = this.migrateSharedLog();
+    const migrated = names.has('log') && this.migrateSharedLog();
     const leftover = RedoLog.files(dir);
     if (leftover.length > 0) {
       this.env.transactionSync(() => {
@@ -203,7 +205,7 @@ export class LmdbStore implements Store {
     }
     // Data directories of versions that kept pending entries in LMDB: those rows are never
     // read again (a restarted node re-reads pending entries from its chain).
-    if (this.hasDb('pending')) this.env.openDB({ name: 'pending', keyEncoding: 'binary' }).dropSync();
+    if (names.has('pending')) this.env.openDB({ name: 'pending', keyEncoding: 'binary' }).dropSync();
     if (leftover.length > 0 || migrated) fdatasyncSync(this.fd);
     for (const f of leftover) RedoLog.retireFile(f.path);
     if (this.durability === 'fsync') this.redo = new RedoLog(dir);
@@ -237,7 +239,6 @@ export class LmdbStore implements Store {
    * emptied, in one transaction. Returns whether anything was moved.
    */
   private migrateSharedLog(): boolean {
-    if (!this.hasDb('log')) return false;
     const shared = this.env.openDB<Buffer, Buffer>({ name: 'log', keyEncoding: 'binary', encoding: 'binary' });
     let moved = 0;
     this.env.transactionSync(() => {
@@ -248,12 +249,6 @@ export class LmdbStore implements Store {
       shared.dropSync();
     });
     return moved > 0;
-  }
-
-  /** Whether the environment has a named database (the root database lists their names). */
-  private hasDb(name: string): boolean {
-    for (const k of this.env.getKeys()) if (k === name) return true;
-    return false;
   }
 
   /** Runs `fn` inside one synchronous write transaction: every store write it makes commits together. */
@@ -354,21 +349,27 @@ export class LmdbStore implements Store {
     return Buffer.from(rec.value);
   }
 
-  scan(p: number, after: Buffer | null, limit: number, maxBytes = Infinity): KeyValue[] {
-    const out: KeyValue[] = [];
-    if (limit <= 0 || maxBytes <= 0) return out;
-    let bytes = 0;
+  /**
+   * Live committed pairs of a partition with key > after, in key order, copied out of LMDB.
+   * The range (one read snapshot) and the clear mark are taken at the first `next()`.
+   */
+  private *livePairs(p: number, after: Buffer | null): Generator<KeyValue> {
     const cleared = this.clearedAt.get(p) ?? 0;
     const start = after === null ? partitionStart(p) : kvKey(p, after);
+    let first = after !== null;
     for (const { key, value } of this.kv.getRange({ start, end: partitionStart(p + 1) })) {
-      if (after !== null && out.length === 0 && key.equals(start)) continue; // exclusive cursor
+      if (first) {
+        first = false;
+        if (key.equals(start)) continue; // exclusive cursor
+      }
       const rec = decodeRec(value);
       if (rec.tombstone || rec.seq <= cleared) continue;
-      out.push({ key: Buffer.from(key.subarray(2)), value: Buffer.from(rec.value) });
-      bytes += key.length - 2 + rec.value.length;
-      if (out.length >= limit || bytes >= maxBytes) break;
+      yield { key: Buffer.from(key.subarray(2)), value: Buffer.from(rec.value) };
     }
-    return out;
+  }
+
+  scan(p: number, after: Buffer | null, limit: number, maxBytes = Infinity): KeyValue[] {
+    return pageOf(this.livePairs(p, after), limit, maxBytes, (kv) => itemBytes(kv.key, kv.value));
   }
 
   /**
@@ -378,14 +379,11 @@ export class LmdbStore implements Store {
    * yields between chunks do not show.
    */
   *snapshotScan(p: number, chunk: number, maxBytes = Infinity): Generator<KeyValue[]> {
-    const cleared = this.clearedAt.get(p) ?? 0;
     let out: KeyValue[] = [];
     let bytes = 0;
-    for (const { key, value } of this.kv.getRange({ start: partitionStart(p), end: partitionStart(p + 1) })) {
-      const rec = decodeRec(value);
-      if (rec.tombstone || rec.seq <= cleared) continue;
-      out.push({ key: Buffer.from(key.subarray(2)), value: Buffer.from(rec.value) });
-      bytes += key.length - 2 + rec.value.length;
+    for (const kv of this.livePairs(p, null)) {
+      out.push(kv);
+      bytes += itemBytes(kv.key, kv.value);
       if (out.length >= chunk || bytes >= maxBytes) {
         yield out;
         out = [];
@@ -396,19 +394,7 @@ export class LmdbStore implements Store {
   }
 
   scanLocal(afterPartition: number, after: Buffer | null, limit: number, maxBytes = Infinity): LocalKeyValue[] {
-    const out: LocalKeyValue[] = [];
-    let bytes = 0;
-    const partitions = new Set<number>([...this.committed.keys()]);
-    for (const p of [...partitions].sort((a, b) => a - b)) {
-      if (p < afterPartition) continue;
-      const page = this.scan(p, p === afterPartition ? after : null, limit - out.length, maxBytes - bytes);
-      for (const kv of page) {
-        out.push({ partition: p, key: kv.key, value: kv.value });
-        bytes += itemBytes(kv.key, kv.value);
-      }
-      if (out.length >= limit || bytes >= maxBytes) break;
-    }
-    return out;
+    return localPage(this.committed.keys(), afterPartition, after, limit, maxBytes, (p, a, l, b) => this.scan(p, a, l, b));
   }
 
   committedSeq(p: number): number {

@@ -1,5 +1,5 @@
 import type { MembershipState } from '../core/membership.ts';
-import { itemBytes, pageOf } from '../core/store.ts';
+import { itemBytes, localPage, pageOf } from '../core/store.ts';
 import type { Entry, KeyValue, LocalKeyValue, Store } from '../core/store.ts';
 
 /**
@@ -56,17 +56,7 @@ export class MemoryStore implements Store {
   }
 
   scanLocal(afterPartition: number, after: Buffer | null, limit: number, maxBytes = Infinity): LocalKeyValue[] {
-    const out: LocalKeyValue[] = [];
-    let bytes = 0;
-    for (const p of [...this.kv.keys()].sort((a, b) => a - b)) {
-      if (p < afterPartition) continue;
-      for (const kv of this.scan(p, p === afterPartition ? after : null, limit - out.length, maxBytes - bytes)) {
-        out.push({ partition: p, ...kv });
-        bytes += itemBytes(kv.key, kv.value);
-      }
-      if (out.length >= limit || bytes >= maxBytes) break;
-    }
-    return out;
+    return localPage(this.kv.keys(), afterPartition, after, limit, maxBytes, (p, a, l, b) => this.scan(p, a, l, b));
   }
 
   committedSeq(p: number): number {
