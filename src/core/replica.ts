@@ -194,12 +194,15 @@ function fwdPage(entries: readonly Entry[], maxBytes: number): Entry[] {
  * would be applied twice. By count alone, an id could be forgotten after 100,000 others:
  * 4.2 s at the 24,000 writes/s the busiest node sees while the benchmark loads keys, less
  * than the 5-s deadline.
+ *
+ * An id `node.incarnation.counter` is held as its counter, a number, under its prefix: no
+ * string per id. An id decoded from a peer's frame is a slice of a string msgpack made of the
+ * frame's bytes, and a slice keeps its whole parent alive: held as strings, the ~270,000 ids
+ * of the busiest node's window kept 25 MiB of strings (design.md §3.2).
  */
 export class RecentIds {
-  // Per partition, id -> seq * 2 + existed: a number per id, not an object (at 24,000 writes/s
-  // the window holds about 290,000 ids).
-  private current = new Map<number, Map<string, number>>();
-  private previous = new Map<number, Map<string, number>>();
+  private current: IdGeneration = new Map();
+  private previous: IdGeneration = new Map();
   private currentSize = 0;
   private currentSince = 0;
   constructor(
@@ -207,15 +210,20 @@ export class RecentIds {
     private readonly minAgeMs: number,
   ) {}
   get(id: string, p: number): RecentWrite | undefined {
-    const v = this.current.get(p)?.get(id) ?? this.previous.get(p)?.get(id);
+    const [prefix, counter] = splitId(id);
+    const v = this.current.get(p)?.get(prefix)?.get(counter) ?? this.previous.get(p)?.get(prefix)?.get(counter);
     return v === undefined ? undefined : { p, seq: Math.floor(v / 2), existed: v % 2 === 1 };
   }
   set(id: string, w: RecentWrite, now: number): void {
     if (this.currentSize === 0) this.currentSince = now;
-    let ids = this.current.get(w.p);
-    if (ids === undefined) this.current.set(w.p, (ids = new Map()));
+    const [prefix, counter] = splitId(id);
+    let byPrefix = this.current.get(w.p);
+    if (byPrefix === undefined) this.current.set(w.p, (byPrefix = new Map()));
+    let ids = byPrefix.get(prefix);
+    // A copy of the prefix, not a slice that would keep a frame's string alive.
+    if (ids === undefined) byPrefix.set(copyOf(prefix), (ids = new Map()));
     const before = ids.size;
-    ids.set(id, w.seq * 2 + (w.existed ? 1 : 0));
+    ids.set(typeof counter === 'string' ? copyOf(counter) : counter, w.seq * 2 + (w.existed ? 1 : 0));
     this.currentSize += ids.size - before;
     if (this.currentSize >= this.half && now - this.currentSince >= this.minAgeMs) {
       this.previous = this.current;
@@ -224,6 +232,32 @@ export class RecentIds {
     }
   }
 }
+
+/** Per partition, per id prefix, counter -> seq * 2 + existed. */
+type IdGeneration = Map<number, Map<string, Map<number | string, number>>>;
+
+/**
+ * `node.incarnation.counter` -> [`node.incarnation`, counter]. Any other id (none is made
+ * that way here, but a peer's message may carry one) is kept whole under the prefix ''.
+ */
+function splitId(id: string): [string, number | string] {
+  const dot = id.lastIndexOf('.');
+  const digits = id.length - dot - 1;
+  if (dot > 0 && digits > 0 && digits <= 15) {
+    let counter = 0;
+    for (let i = dot + 1; i < id.length; i++) {
+      const c = id.charCodeAt(i) - 48;
+      if (c < 0 || c > 9) return ['', id];
+      counter = counter * 10 + c;
+    }
+    // "007" and "7" are different ids: only a canonical number stands for its digits.
+    if (digits === 1 || id.charCodeAt(dot + 1) !== 48) return [id.slice(0, dot), counter];
+  }
+  return ['', id];
+}
+
+/** A flat copy of a string (a slice or a concatenation would keep its parts alive). */
+const copyOf = (s: string): string => Buffer.from(s, 'utf8').toString('utf8');
 
 function sameChain(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);

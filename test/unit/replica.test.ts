@@ -239,3 +239,14 @@ test('the request-id window keeps every id for at least its minimum age, however
   assert.deepEqual(ids.get('w', 3), { p: 3, seq: 123_456_789_012, existed: false });
   assert.equal(ids.get('w', 2), undefined);
 });
+
+test('the request-id window tells apart every id, whether it has the usual node.incarnation.counter shape or not', () => {
+  const ids = new RecentIds(1000, 100);
+  const all = ['5562.0e4fcb60.1', '5562.0e4fcb60.10', '5562.0e4fcb60.010', '5562.0e4fcb61.1', '5560.0e4fcb60.1', 'a.b.c', 'plain', '.7', '7.', 'x.1234567890123456', 'x.123456789012345', 'x.0'];
+  all.forEach((id, i) => ids.set(id, { p: 1, seq: i + 1, existed: i % 2 === 0 }, 0));
+  all.forEach((id, i) => assert.deepEqual(ids.get(id, 1), { p: 1, seq: i + 1, existed: i % 2 === 0 }, id));
+  for (const other of ['5562.0e4fcb60.2', '5562.0e4fcb60.01', '5562.0e4fcb6.1', 'x.00', 'plai']) assert.equal(ids.get(other, 1), undefined, other);
+  // An id decoded from a frame, a slice of a longer string, is found the same way.
+  const frame = 'id´5562.0e4fcb60.10§existed';
+  assert.equal(ids.get(frame.slice(3, 19), 1)?.seq, 2);
+});
