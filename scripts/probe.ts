@@ -147,12 +147,14 @@ async function probeMemory(): Promise<void> {
     for (const n of cluster.ring.canonicalChain(cluster.ring.partitionOf(Buffer.from(`probe-${i}`)))) share.set(n, (share.get(n) ?? 0) + 1);
   }
   const busiest = [...cluster.names].sort((a, b) => (share.get(b) ?? 0) - (share.get(a) ?? 0))[0]!;
-  let peak = { rss: 0, heapTotal: 0, heapUsed: 0, external: 0 };
+  let peak = { rss: 0, heapTotal: 0, heapUsed: 0, external: 0, spaces: [] as string[] };
   const poll = setInterval(() => {
     void (async () => {
       const rss = await metric(busiest, 'process_resident_memory_bytes');
       if (rss <= peak.rss) return;
-      peak = { rss, heapTotal: await metric(busiest, 'nodejs_heap_size_total_bytes'), heapUsed: await metric(busiest, 'nodejs_heap_size_used_bytes'), external: await metric(busiest, 'nodejs_external_memory_bytes') };
+      const text = await metricsText(busiest);
+      const spaces = [...text.matchAll(/^nodejs_heap_space_size_(total|used)_bytes\{space="(\w+)"[^}]*\} (\S+)/gm)].filter((m) => Number(m[3]) >= 1 << 20).map((m) => `${m[2]} ${m[1]} ${(Number(m[3]) / 1048576).toFixed(0)}`);
+      peak = { rss, heapTotal: metricIn(text, 'nodejs_heap_size_total_bytes'), heapUsed: metricIn(text, 'nodejs_heap_size_used_bytes'), external: metricIn(text, 'nodejs_external_memory_bytes'), spaces };
     })().catch(() => undefined);
   }, 300);
   const t = await ChainkvTarget.open(cluster, new Keyspace(keys), { routing: 'smart', client: 'mini', connsPerNode: 2, label: 'probe' });
@@ -168,7 +170,7 @@ async function probeMemory(): Promise<void> {
   mon.stop();
   const MiB = (b: number): string => (b / 1024 / 1024).toFixed(0);
   for (const p of mon.results()) console.log(`${p.label}: peak RSS ${MiB(p.maxRssKb * 1024)} MiB (anonymous ${MiB(p.maxAnonKb * 1024)}, file ${MiB(p.maxFileKb * 1024)})`);
-  console.log(`${busiest} at its RSS peak: V8 heap ${MiB(peak.heapTotal)} MiB (${MiB(peak.heapUsed)} used), external ${MiB(peak.external)} MiB`);
+  console.log(`${busiest} at its RSS peak: V8 heap ${MiB(peak.heapTotal)} MiB (${MiB(peak.heapUsed)} used), external ${MiB(peak.external)} MiB; V8 spaces of 1 MiB or more, in MiB: ${peak.spaces.join(', ')}`);
   const env = open({ path: join(cluster.config.dataDir, busiest), readOnly: true, maxDbs: 128 });
   try {
     for (const name of env.getKeys()) {

@@ -1,3 +1,4 @@
+import { copyOf, splitRequestId } from './request-id.ts';
 import { ErrorCodes } from './errors.ts';
 import type { ErrorCode } from './errors.ts';
 import { defaultMembershipTiming, Membership } from './membership.ts';
@@ -210,13 +211,13 @@ export class RecentIds {
     private readonly minAgeMs: number,
   ) {}
   get(id: string, p: number): RecentWrite | undefined {
-    const [prefix, counter] = splitId(id);
+    const [prefix, counter] = splitRequestId(id);
     const v = this.current.get(p)?.get(prefix)?.get(counter) ?? this.previous.get(p)?.get(prefix)?.get(counter);
     return v === undefined ? undefined : { p, seq: Math.floor(v / 2), existed: v % 2 === 1 };
   }
   set(id: string, w: RecentWrite, now: number): void {
     if (this.currentSize === 0) this.currentSince = now;
-    const [prefix, counter] = splitId(id);
+    const [prefix, counter] = splitRequestId(id);
     let byPrefix = this.current.get(w.p);
     if (byPrefix === undefined) this.current.set(w.p, (byPrefix = new Map()));
     let ids = byPrefix.get(prefix);
@@ -235,29 +236,6 @@ export class RecentIds {
 
 /** Per partition, per id prefix, counter -> seq * 2 + existed. */
 type IdGeneration = Map<number, Map<string, Map<number | string, number>>>;
-
-/**
- * `node.incarnation.counter` -> [`node.incarnation`, counter]. Any other id (none is made
- * that way here, but a peer's message may carry one) is kept whole under the prefix ''.
- */
-function splitId(id: string): [string, number | string] {
-  const dot = id.lastIndexOf('.');
-  const digits = id.length - dot - 1;
-  if (dot > 0 && digits > 0 && digits <= 15) {
-    let counter = 0;
-    for (let i = dot + 1; i < id.length; i++) {
-      const c = id.charCodeAt(i) - 48;
-      if (c < 0 || c > 9) return ['', id];
-      counter = counter * 10 + c;
-    }
-    // "007" and "7" are different ids: only a canonical number stands for its digits.
-    if (digits === 1 || id.charCodeAt(dot + 1) !== 48) return [id.slice(0, dot), counter];
-  }
-  return ['', id];
-}
-
-/** A flat copy of a string (a slice or a concatenation would keep its parts alive). */
-const copyOf = (s: string): string => Buffer.from(s, 'utf8').toString('utf8');
 
 function sameChain(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
