@@ -3,6 +3,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ring } from '../src/core/ring.ts';
+import { NODE_PROCESS_FLAGS } from '../src/frontends/node-flags.ts';
 import { DEFAULT_NAMES } from '../src/runtime/config.ts';
 import type { ClusterConfig, NodeAddress } from '../src/runtime/config.ts';
 import type { Durability } from '../src/runtime/storage.ts';
@@ -137,7 +138,7 @@ export class ChainkvCluster implements ServerHandle {
   async startNode(name: string): Promise<ServerProcess> {
     const old = this.procs.get(name);
     if (old !== undefined && old.running) throw new Error(`node ${name} is already running`);
-    const nodeArgs: string[] = [];
+    const nodeArgs: string[] = [...NODE_PROCESS_FLAGS];
     if (this.opts.cpuProfDir !== undefined) {
       // One directory per node: node writes one profile per thread (the main thread and tsx's
       // module-loader thread), named by pid and thread id.

@@ -8,6 +8,7 @@ import type { ClusterConfig } from '../runtime/config.ts';
 import { ConfigError, loadConfig } from '../runtime/config.ts';
 import { ChainKvClient, ChainKvError } from './client.ts';
 import { startNode } from './node-main.ts';
+import { NODE_PROCESS_FLAGS, nodeV8Flags } from './node-flags.ts';
 import { VERSION } from './version.ts';
 
 /** The `chainkv` command: run a local cluster or one node, and talk to a cluster. */
@@ -76,7 +77,7 @@ async function startCluster(opts: ConfigOpts): Promise<void> {
   const children = new Map<string, ChildProcess>();
   let stopping = false;
   for (const n of cfg.nodes) {
-    const child = spawn(process.execPath, [BIN, 'node', '--name', n.name, ...passOn], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...NODE_PROCESS_FLAGS, BIN, 'node', '--name', n.name, ...passOn], { stdio: ['ignore', 'pipe', 'pipe'] });
     children.set(n.name, child);
     pipeLogs(n.name, child);
     child.on('exit', (code, signal) => {
@@ -97,21 +98,6 @@ async function startCluster(opts: ConfigOpts): Promise<void> {
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
-}
-
-/**
- * V8 flags a node runs with. By default the old generation may grow to twice what the last
- * full collection left live (V8 otherwise allows up to four times when collections are fast),
- * the same policy as Go's GOGC=100 that etcd runs with. On the benchmark's busiest node,
- * loading 1M keys, it cut the peak anonymous memory from about 230 to 147 MiB with no
- * measurable change in writes per second at c=64 (docs/benchmarks.md). `CHAINKV_V8_FLAGS`
- * comes after, so its flags win.
- */
-export const DEFAULT_NODE_V8_FLAGS = '--heap-growing-percent=100';
-
-export function nodeV8Flags(env: NodeJS.ProcessEnv): string[] {
-  const extra = env.CHAINKV_V8_FLAGS?.trim();
-  return extra === undefined || extra === '' ? [DEFAULT_NODE_V8_FLAGS] : [DEFAULT_NODE_V8_FLAGS, extra];
 }
 
 async function runNode(name: string, opts: ConfigOpts): Promise<void> {

@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { afterEach, test } from 'node:test';
 import { Redis } from 'ioredis';
+import { NODE_PROCESS_FLAGS } from '../../src/frontends/node-flags.ts';
 import { TestCluster } from '../support/cluster.ts';
 import { localPairs } from '../support/resp.ts';
 
@@ -66,4 +70,37 @@ test('nodes started one by one in reverse order, with pauses, form one cluster t
   for (let i = 0; i < 100; i++) assert.equal(await s.get(`o-${i}`), `v${i}`);
   r.disconnect();
   s.disconnect();
+});
+
+test('`chainkv start` runs every node of a config, with the process options of node-flags.ts; Ctrl-C stops them all', async () => {
+  cluster = await TestCluster.create(); // for its config, on free ports; its nodes are not started
+  const c = cluster;
+  const bin = fileURLToPath(new URL('../../bin/chainkv.mjs', import.meta.url));
+  const start = spawn(process.execPath, [bin, 'start', '--config', c.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  start.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  start.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => start.on('exit', (code) => resolve(code)));
+  try {
+    await waitFor(async () => Object.values(await states(c, c.names[0]!)).every((s) => s === 'up'), 'every node up');
+    const client = new Redis({ port: c.node(c.names[0]!).respPort, host: '127.0.0.1', lazyConnect: true });
+    await client.connect();
+    await client.set('started', 'yes');
+    assert.equal(await client.get('started'), 'yes');
+    client.disconnect();
+    // Each node's process was started with NODE_PROCESS_FLAGS (they must be on its command
+    // line: V8 reads them when it sets up the heap).
+    const children = readFileSync(`/proc/${start.pid}/task/${start.pid}/children`, 'utf8').trim().split(/\s+/);
+    assert.equal(children.length, c.names.length, 'one process per node');
+    for (const pid of children) {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      const at = argv.indexOf('node');
+      assert.ok(at > 0, `process ${pid} runs a node: ${argv.join(' ')}`);
+      for (const flag of NODE_PROCESS_FLAGS) assert.ok(argv.slice(0, at).includes(flag), `${flag} before the script in ${argv.join(' ')}`);
+    }
+  } finally {
+    start.kill('SIGINT');
+  }
+  assert.equal(await exited, 0, out);
+  assert.match(out, /stopping every node/);
 });

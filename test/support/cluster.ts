@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { NODE_PROCESS_FLAGS } from '../../src/frontends/node-flags.ts';
 import { DEFAULT_NAMES } from '../../src/runtime/config.ts';
 import { freePorts, localClusterConfig } from './ports.ts';
 import type { ClusterConfig, NodeAddress } from '../../src/runtime/config.ts';
@@ -189,7 +190,7 @@ export class TestCluster {
   async startNode(name: string): Promise<void> {
     if (this.procs.has(name)) throw new Error(`node ${name} is already running`);
     await Promise.all(this.proxiesInto(name).map((p) => p.targetUp()));
-    const child = spawn(process.execPath, [BIN, 'node', '--config', this.configFileOf(name), '--name', name], {
+    const child = spawn(process.execPath, [...NODE_PROCESS_FLAGS, BIN, 'node', '--config', this.configFileOf(name), '--name', name], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.procs.set(name, child);

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
-import { DEFAULT_NODE_V8_FLAGS, nodeV8Flags } from '../../src/frontends/cli.ts';
+import { DEFAULT_NODE_V8_FLAGS, nodeV8Flags } from '../../src/frontends/node-flags.ts';
 import { ChainKvError, checkNotReserved, keyPath } from '../../src/frontends/client.ts';
 import { HttpServer } from '../../src/frontends/http.ts';
 import { RespServer } from '../../src/frontends/resp/server.ts';
