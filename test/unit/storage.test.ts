@@ -122,6 +122,26 @@ test('membership state and pending drops; sync makes every earlier write durable
   await again.close();
 });
 
+test('a key is volatile until a sync that began after its write ends; a clear makes its whole partition volatile', async () => {
+  const s = new LmdbStore(fresh(), { durability: 'fsync' });
+  s.transaction(() => s.commit(1, put('a', '1', 1)));
+  const first = s.sync();
+  // Written while the first sync runs: that sync does not cover it.
+  s.transaction(() => s.commit(1, put('b', '1', 2)));
+  assert.ok(s.volatile(1, Buffer.from('a')) && s.volatile(1, Buffer.from('b')));
+  assert.equal(s.volatile(1, Buffer.from('c')), false, 'a key never written is not volatile');
+  await first;
+  assert.equal(s.volatile(1, Buffer.from('a')), false);
+  assert.ok(s.volatile(1, Buffer.from('b')), 'written after the sync began');
+  await s.sync();
+  assert.equal(s.volatile(1, Buffer.from('b')), false);
+  s.transaction(() => s.commit(1, clear(3)));
+  assert.ok(s.volatile(1, Buffer.from('zzz')) && !s.volatile(2, Buffer.from('zzz')));
+  await s.sync();
+  assert.equal(s.volatile(1, Buffer.from('zzz')), false);
+  await s.close();
+});
+
 test('each partition logs in a database of its own: interleaved commits to three partitions still fill whole pages', async () => {
   const dir = fresh();
   const s = new LmdbStore(dir, { durability: 'process' });
