@@ -399,6 +399,8 @@ export class LmdbStore implements Store {
     const old = redo.rotate();
     // Everything written so far is in the old file, now durable.
     this.markDurable(this.gen);
+    this.unsynced = new KeySet();
+    this.inSync = new KeySet();
     const inFlight = this.syncing ?? Promise.resolve();
     this.checkpointing = inFlight
       .catch(() => undefined)

@@ -140,6 +140,12 @@ test('a key is volatile until a sync that began after its write ends; a clear ma
   await s.sync();
   assert.equal(s.volatile(1, Buffer.from('zzz')), false);
   await s.close();
+  // A checkpoint syncs the redo file it leaves: what it holds is durable at once.
+  const c = new LmdbStore(fresh(), { durability: 'fsync', checkpointBytes: 1 });
+  c.transaction(() => c.commit(1, put('a', '1', 1)));
+  assert.equal(c.durableGeneration, c.writeGeneration, 'the checkpoint made every write durable');
+  assert.equal(c.volatile(1, Buffer.from('a')), false, 'durable after the checkpoint');
+  await c.close();
 });
 
 test('each partition logs in a database of its own: interleaved commits to three partitions still fill whole pages', async () => {
