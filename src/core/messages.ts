@@ -25,14 +25,20 @@ export type DataMsg =
   | { t: 'scan'; e: number; id: string; p: number; after: Buffer | null; limit: number; origin: string }
   | { t: 'sres'; id: string; r: Result }
   /** member -> successor, after a view change or restart: send me your history after `committed`. */
-  | { t: 'sync'; e: number; p: number; committed: number }
+  /** History after `after` (the sender's committed seq when absent): a page of it per answer. */
+  | { t: 'sync'; e: number; p: number; committed: number; after?: number }
   /** new tail that is not level (rejoined or restarted) -> every other member: send me your history after `committed`. */
-  | { t: 'pull'; e: number; p: number; committed: number }
+  | { t: 'pull'; e: number; p: number; committed: number; after?: number }
   /**
    * Answer to sync and pull: the sender's committed seq and every entry it holds after the
    * asked one; `level` says whether the sender's history is known to hold its successor's.
    */
-  | { t: 'syncr'; e: number; p: number; committed: number; entries: Entry[]; ids: [string, number][]; level: boolean }
+  /**
+   * A page of history: committed changes through `complete` (compacted), then, once every
+   * committed change is in (complete = committed), pending entries; `more` if the page ended
+   * before the history did. `last` is the highest seq the sender holds.
+   */
+  | { t: 'syncr'; e: number; p: number; committed: number; complete: number; last: number; more: boolean; entries: Entry[]; ids: [string, number][]; level: boolean }
   /** predecessor -> successor: every canonical member has committed `floor`; tombstones up to it may go. */
   | { t: 'gc'; e: number; p: number; floor: number }
   /** joining node -> tail: a page of committed changes after `after`. */
@@ -130,10 +136,20 @@ export function parsePeerMsg(x: unknown, partitions: number, names: ReadonlySet<
       break;
     case 'sync':
     case 'pull':
-      ok = isNat(x.e) && p(x.p) && isNat(x.committed);
+      ok = isNat(x.e) && p(x.p) && isNat(x.committed) && (x.after === undefined || isNat(x.after));
       break;
     case 'syncr':
-      ok = isNat(x.e) && p(x.p) && isNat(x.committed) && validEntries(x.entries) && validIds(x.ids) && typeof x.level === 'boolean';
+      ok =
+        isNat(x.e) &&
+        p(x.p) &&
+        isNat(x.committed) &&
+        isNat(x.complete) &&
+        x.complete <= x.committed &&
+        isNat(x.last) &&
+        typeof x.more === 'boolean' &&
+        validEntries(x.entries) &&
+        validIds(x.ids) &&
+        typeof x.level === 'boolean';
       break;
     case 'gc':
       ok = isNat(x.e) && p(x.p) && isNat(x.floor);

@@ -150,6 +150,8 @@ interface PartitionState {
   gcDone: number;
   /** A tail that is not level: the answers to its pulls, by member. */
   pulls: Map<string, { from: string; msg: Extract<DataMsg, { t: 'syncr' }> }>;
+  /** A member levelling page by page: the member whose history it is taking (after the first page). */
+  levelFrom: string | undefined;
 }
 
 interface Outstanding {
@@ -317,6 +319,7 @@ export class Replica {
         catchupTarget: 0,
         prunedAt: 0,
         pulls: new Map(),
+        levelFrom: undefined,
         gcFloor: 0,
         gcAt: 0,
         gcWant: 0,
@@ -445,6 +448,7 @@ export class Replica {
       s.ready = false;
       s.syncSentAt = -Infinity;
       s.pulls.clear();
+      s.levelFrom = undefined;
       const isTail = newChain[newChain.length - 1] === this.self;
       if (isTail && s.level) this.becomeReady(s);
     }
@@ -605,7 +609,8 @@ export class Replica {
     if (!s.ready) {
       if (this.now - s.syncSentAt < Math.min(50, this.timing.retransmitMs)) return;
       s.syncSentAt = this.now;
-      if (succ !== undefined) this.send(succ, { t: 'sync', e, p: s.p, committed: s.committed });
+      if (s.levelFrom !== undefined) this.askNextPage(s, s.levelFrom);
+      else if (succ !== undefined) this.send(succ, { t: 'sync', e, p: s.p, committed: s.committed });
       else if (pred !== undefined) {
         // A tail that is not level (it rejoined, or restarted) takes the history of a level
         // member; if none is level (they restarted too), of the one that committed most: with
@@ -833,11 +838,7 @@ export class Replica {
   private onSync(from: string, msg: Extract<DataMsg, { t: 'sync' }>): void {
     const s = this.member(msg.p, msg.e);
     if (s === undefined || !s.ready || this.predecessorOf(msg.p) !== from) return;
-    this.send(
-      from,
-      { t: 'syncr', e: this.view.epoch, p: s.p, committed: s.committed, entries: this.historyAfter(s, msg.committed), ids: this.idsAfter(s, msg.committed), level: true },
-      true,
-    );
+    this.send(from, this.historyPage(s, msg.after ?? msg.committed, true), true);
   }
 
   /** Request ids of committed writes after `after` (superseded ones included), capped to the dedup horizon. */
@@ -851,17 +852,36 @@ export class Replica {
     const s = this.member(msg.p, msg.e);
     const chain = this.chainOf(msg.p);
     if (s === undefined || chain[chain.length - 1] !== from) return;
-    this.send(
-      from,
-      { t: 'syncr', e: this.view.epoch, p: s.p, committed: s.committed, entries: this.historyAfter(s, msg.committed), ids: this.idsAfter(s, msg.committed), level: s.level },
-      true,
-    );
+    this.send(from, this.historyPage(s, msg.after ?? msg.committed, s.level), true);
   }
 
-  private historyAfter(s: PartitionState, after: number): Entry[] {
-    const entries = after < s.committed ? this.store.changesAfter(s.p, after, Number.MAX_SAFE_INTEGER) : [];
-    for (const e of s.pending) if (e.seq > after) entries.push(e);
-    return entries;
+  /**
+   * A page of our history after `after`, one frame: committed changes (compacted) first, at
+   * most `catchupPage` entries and about `pageBytes` of keys and values; once every committed
+   * change is in, pending entries, as many as fit. The asker applies each page, which is
+   * complete through its `complete` seq, and asks for the next after what it then holds.
+   */
+  private historyPage(s: PartitionState, after: number, level: boolean): Extract<DataMsg, { t: 'syncr' }> {
+    const limit = this.timing.catchupPage;
+    const maxBytes = this.timing.pageBytes;
+    const base = { t: 'syncr' as const, e: this.view.epoch, p: s.p, committed: s.committed, last: s.last, level };
+    const entries = after < s.committed ? this.store.changesAfter(s.p, after, limit, maxBytes) : [];
+    if (pageIsFull(entries, limit, maxBytes)) {
+      const complete = entries[entries.length - 1]!.seq;
+      return { ...base, complete, more: complete < s.committed || s.last > s.committed, entries, ids: this.idsAfter(s, after, complete) };
+    }
+    const pending = s.pending.filter((e) => e.seq > after);
+    let bytes = 0;
+    for (const e of entries) bytes += itemBytes(e.key, e.value);
+    const taken = entries.length < limit && bytes < maxBytes ? pageOf(pending, limit - entries.length, maxBytes - bytes, (e) => itemBytes(e.key, e.value)) : [];
+    for (const e of taken) entries.push(e);
+    return { ...base, complete: s.committed, more: taken.length < pending.length, entries, ids: this.idsAfter(s, after) };
+  }
+
+  /** Levelling page by page: asks `from` for what follows what we now hold. */
+  private askNextPage(s: PartitionState, from: string): void {
+    const msg = { e: this.view.epoch, p: s.p, committed: s.committed, after: s.last };
+    this.send(from, this.successorOf(s.p) === undefined ? { t: 'pull', ...msg } : { t: 'sync', ...msg });
   }
 
   private onSyncReply(from: string, msg: Extract<DataMsg, { t: 'syncr' }>): void {
@@ -870,36 +890,52 @@ export class Replica {
     const chain = this.chainOf(msg.p);
     const pulled = this.successorOf(msg.p) === undefined && chain.includes(from) && from !== this.self;
     if (!pulled && this.successorOf(msg.p) !== from) return;
-    if (pulled && !s.pulls.has(from)) {
+    if (s.levelFrom !== undefined && from !== s.levelFrom) return; // taking another member's history, page by page
+    if (pulled && s.levelFrom === undefined && !s.pulls.has(from)) {
       // Collected; tickMember picks the answer to apply.
       s.pulls.set(from, { from, msg });
       if (!msg.level) return;
     }
+    const lastBefore = s.last;
     for (const [id, seq] of msg.ids) this.recent.set(id, { p: s.p, seq, existed: true }, this.now);
-    // 1. What we hold and the source committed is committed.
-    const upTo = Math.min(msg.committed, s.last);
+    // 1. What we hold and the source committed is committed. (A page vouches only for what
+    //    it is complete through: the source's later commits come with later pages.)
+    const complete = msg.complete;
+    const upTo = Math.min(complete, s.last);
     while (s.pending.length > 0 && s.pending[0]!.seq <= upTo) this.commitEntry(s, s.pending.shift()!);
     // 2. What the source holds beyond our history becomes ours: its committed changes
     //    (compacted: superseded versions are skipped, so seqs may jump), then its pending
     //    entries, contiguous.
     for (const entry of msg.entries) {
       if (entry.seq <= s.last) continue;
-      if (entry.seq <= msg.committed) {
+      if (entry.seq <= complete) {
         this.store.commit(s.p, entry);
         this.remember(s.p, entry);
         continue;
       }
-      if (s.committed < msg.committed && s.last < msg.committed) this.jumpCommitted(s, msg.committed);
+      if (s.committed < complete && s.last < complete) this.jumpCommitted(s, complete);
       this.assert(entry.seq === s.last + 1, `sync of partition ${s.p} from ${from} has a gap at ${entry.seq} after ${s.last}`);
       this.appendPending(s, entry);
     }
-    if (s.last < msg.committed) this.jumpCommitted(s, msg.committed);
+    if (s.last < complete) this.jumpCommitted(s, complete);
+    if (msg.more) {
+      // The rest comes from the same member, page by page; at once if this page brought
+      // something (a late answer to an ask sent twice does not start a second stream).
+      s.levelFrom = from;
+      s.pulls.clear();
+      if (s.last > lastBefore) {
+        this.log('info', `partition ${s.p} levelling from ${from}: holds ${s.last}, more to come`, { partition: s.p, committed: s.committed, last: s.last });
+        s.syncSentAt = this.now;
+        this.askNextPage(s, from);
+      }
+      return;
+    }
+    s.levelFrom = undefined;
     this.becomeReady(s);
     const succ = this.successorOf(s.p);
     if (succ !== undefined && !pulled) {
       // Whatever we hold beyond the successor's history goes down now (CR8).
-      const theirs = Math.max(msg.committed, ...msg.entries.map((x) => x.seq));
-      const ahead = s.pending.filter((x) => x.seq > theirs);
+      const ahead = s.pending.filter((x) => x.seq > msg.last);
       if (ahead.length > 0) this.send(succ, { t: 'fwd', e: this.view.epoch, p: s.p, entries: fwdPage(ahead, this.timing.pageBytes) });
     }
     this.releaseWaiters(s);

@@ -33,17 +33,21 @@ for (let from = 1; from <= SEEDS; from += BATCH) {
   });
 }
 
-test('with pages of one entry and garbage collected a row per tick, seeds 1-40 stay linearizable', () => {
+test('with pages of one entry (catch-up, levelling, scans) and garbage collected a row per tick, seeds 1-40 stay linearizable', () => {
   const failures: string[] = [];
   let pages = 0;
+  let levelPages = 0;
   for (let seed = 1; seed <= 40; seed++) {
     const r = runSeed({ seed, durationMs: 4000, timing: { pageBytes: 1, gcRowsPerTick: 1 }, keepLogs: true });
     pages += r.logs.filter((l) => l.includes('catching up from')).length;
+    levelPages += r.logs.filter((l) => l.includes('more to come')).length;
     if (!r.ok) failures.push(`seed ${seed}: ${r.problems.join('; ').slice(0, 2000)}\n  faults: ${r.faults.join('; ')}`);
   }
   assert.deepEqual(failures, []);
   // Each such line is a catch-up page with more to come: the bound must have cut pages.
   assert.ok(pages > 40, `only ${pages} intermediate catch-up pages`);
+  // Likewise for levelling a chain after a view change (sync and pull answers).
+  assert.ok(levelPages > 40, `only ${levelPages} intermediate levelling pages`);
 });
 
 test('without faults, every operation succeeds', () => {
