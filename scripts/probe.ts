@@ -1,6 +1,6 @@
 /**
- * Where a chainkv node's resources go, measured on a fresh local five-node cluster (fsync
- * durability, default names) with the benchmark's generator. bench/analysis.md cites it.
+ * Where a chainkv node's resources go, measured on a fresh local five-node cluster (default
+ * names) with the benchmark's generator. bench/analysis.md cites it.
  *
  *   node --import tsx scripts/probe.ts writes [--concurrency 64] [--duration 6] [--skip-preload]
  *     Closed-loop writes through the ring-aware client (after preloading the 100,000 keys, as
@@ -9,6 +9,7 @@
  *     system (/proc/<pid>/stat), per node; and the share of the core's event-loop turns that
  *     took 5 ms or more, and 10 ms or more (chainkv_turn_duration_seconds).
  *   node --import tsx scripts/probe.ts memory [--keys 1000000]
+ *   Either with --durability process: the nodes without fdatasync (default fsync).
  *     Loads the keys as the benchmark's memory phase does; per node: peak RSS, anonymous and
  *     file-backed; for the busiest node, V8's heap at its RSS peak (sampled from /metrics) and
  *     LMDB's pages per database after the load.
@@ -29,17 +30,18 @@ const { positionals, values: args } = parseArgs({
     duration: { type: 'string', default: '6' },
     keys: { type: 'string', default: '1000000' },
     'skip-preload': { type: 'boolean', default: false },
+    durability: { type: 'string', default: 'fsync' },
   },
 });
 const mode = positionals[0];
-if (mode !== 'writes' && mode !== 'memory') {
-  process.stderr.write('usage: scripts/probe.ts writes [--concurrency 64] [--duration 6] | memory [--keys 1000000]\n');
+if ((mode !== 'writes' && mode !== 'memory') || (args.durability !== 'fsync' && args.durability !== 'process')) {
+  process.stderr.write('usage: scripts/probe.ts writes [--concurrency 64] [--duration 6] [--skip-preload] | memory [--keys 1000000]; [--durability fsync|process]\n');
   process.exit(2);
 }
 
 installCleanup();
 // CHAINKV_PROBE_CPU_PROF=DIR: run the nodes under node --cpu-prof, profiles in DIR/<name>.
-const cluster = await ChainkvCluster.start({ durability: 'fsync', cpuProfDir: process.env.CHAINKV_PROBE_CPU_PROF });
+const cluster = await ChainkvCluster.start({ durability: args.durability, cpuProfDir: process.env.CHAINKV_PROBE_CPU_PROF });
 try {
   if (mode === 'writes') await probeWrites();
   else await probeMemory();
