@@ -23,6 +23,8 @@ export type DataMsg =
   | { t: 'rres'; id: string; r: Result }
   /** coordinator -> tail: a page of a partition's live pairs. */
   | { t: 'scan'; e: number; id: string; p: number; after: Buffer | null; limit: number; origin: string }
+  /** How many live pairs the partition holds (answered by its tail, with `sres`). */
+  | { t: 'count'; e: number; id: string; p: number; origin: string }
   | { t: 'sres'; id: string; r: Result }
   /** member -> successor, after a view change or restart: send me your history after `committed`. */
   /** History after `after` (the sender's committed seq when absent): a page of it per answer. */
@@ -49,7 +51,7 @@ export type PeerMsg = DataMsg | MembershipMsg;
 
 /** Outcome of a request: `retry` means "not here, not now" (wrong node, stale view, not ready). */
 export type Result =
-  | { ok: true; value?: Buffer | null; existed?: boolean; items?: [Buffer, Buffer][]; done?: boolean }
+  | { ok: true; value?: Buffer | null; existed?: boolean; items?: [Buffer, Buffer][]; done?: boolean; count?: number }
   | { ok: false; retry: true; why: string }
   | { ok: false; retry: false; code: ErrorCode; message: string };
 
@@ -92,6 +94,7 @@ function validResult(r: unknown): boolean {
     return (
       (r.value === undefined || isBufOrNull(r.value)) &&
       (r.existed === undefined || typeof r.existed === 'boolean') &&
+      (r.count === undefined || isNat(r.count)) &&
       (r.items === undefined || (Array.isArray(r.items) && r.items.every((it) => Array.isArray(it) && it.length === 2 && isBuf(it[0]) && isBuf(it[1]))))
     );
   }
@@ -133,6 +136,9 @@ export function parsePeerMsg(x: unknown, partitions: number, names: ReadonlySet<
       break;
     case 'scan':
       ok = isNat(x.e) && isStr(x.id) && p(x.p) && isBufOrNull(x.after) && isNat(x.limit) && node(x.origin);
+      break;
+    case 'count':
+      ok = isNat(x.e) && isStr(x.id) && p(x.p) && node(x.origin);
       break;
     case 'sync':
     case 'pull':

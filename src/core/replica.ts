@@ -37,12 +37,16 @@ export type ClientRequest =
   | { op: 'clear'; partition: number }
   /** A page of live pairs of one partition, from its tail. */
   | { op: 'scan'; partition: number; after: Buffer | null; limit: number }
+  /** How many live pairs one partition holds, from its tail. */
+  | { op: 'count'; partition: number }
   /** A page of the pairs stored on this node, replicas included ('@'). */
-  | { op: 'local'; afterPartition: number; after: Buffer | null; limit: number };
+  | { op: 'local'; afterPartition: number; after: Buffer | null; limit: number }
+  /** How many live pairs this node stores, replicas included ('@'). */
+  | { op: 'localCount' };
 
 export type ClientResult =
   /** `done` (scan, local): nothing is left after this page; a page can be short because of its byte bound. */
-  | { ok: true; value?: Buffer | null; existed?: boolean; items?: [Buffer, Buffer][]; local?: LocalKeyValue[]; done?: boolean }
+  | { ok: true; value?: Buffer | null; existed?: boolean; items?: [Buffer, Buffer][]; local?: LocalKeyValue[]; done?: boolean; count?: number }
   | { ok: false; code: ErrorCode; message: string };
 
 export type Input =
@@ -478,6 +482,12 @@ export class Replica {
   // ---------------------------------------------------------------- coordinator
 
   private onClient(token: number, req: ClientRequest): void {
+    if (req.op === 'localCount') {
+      let count = 0;
+      for (const p of this.ring.partitionsOf(this.self)) count += this.store.liveCount(p);
+      this.out.push({ type: 'reply', token, result: { ok: true, count }, durable: false });
+      return;
+    }
     if (req.op === 'local') {
       const local = this.store.scanLocal(req.afterPartition, req.after, req.limit, this.timing.pageBytes);
       this.out.push({ type: 'reply', token, result: { ok: true, local, done: !pageIsFull(local, req.limit, this.timing.pageBytes) }, durable: false });
@@ -529,7 +539,11 @@ export class Replica {
       case 'scan':
         this.send(tail, { t: 'scan', e, id: o.id, p: o.partition, after: req.after, limit: req.limit, origin: this.self });
         return;
+      case 'count':
+        this.send(tail, { t: 'count', e, id: o.id, p: o.partition, origin: this.self });
+        return;
       case 'local':
+      case 'localCount':
         return; // answered synchronously in onClient
     }
   }
@@ -552,6 +566,7 @@ export class Replica {
     if (r.existed !== undefined) result.existed = r.existed;
     if (r.items !== undefined) result.items = r.items;
     if (r.done !== undefined) result.done = r.done;
+    if (r.count !== undefined) result.count = r.count;
     this.reply(o.token, result, this.inheritDurable);
   }
 
@@ -559,7 +574,7 @@ export class Replica {
     for (const o of this.outstanding.values()) {
       if (this.now >= o.deadline) {
         this.outstanding.delete(o.id);
-        const what = o.req.op === 'get' || o.req.op === 'scan' ? 'read' : 'write (it may or may not have been applied)';
+        const what = o.req.op === 'get' || o.req.op === 'scan' || o.req.op === 'count' ? 'read' : 'write (it may or may not have been applied)';
         this.reply(
           o.token,
           {
@@ -684,6 +699,8 @@ export class Replica {
         return this.onRead(msg);
       case 'scan':
         return this.onScan(msg);
+      case 'count':
+        return this.onCount(msg);
       case 'sync':
         return this.onSync(from, msg);
       case 'pull':
@@ -819,6 +836,16 @@ export class Replica {
     }
     const value = this.store.get(s.p, msg.key);
     this.send(msg.origin, { t: 'rres', id: msg.id, r: { ok: true, value } }, this.store.volatile(s.p, msg.key));
+  }
+
+  /** The tail's count of live pairs at its committed state (held back until that state is on disk). */
+  private onCount(msg: Extract<DataMsg, { t: 'count' }>): void {
+    const s = this.member(msg.p, msg.e);
+    const chain = this.chainOf(msg.p);
+    if (s === undefined || !s.ready || chain[chain.length - 1] !== this.self || !this.hasLease() || s.pending.length > 0) {
+      return this.send(msg.origin, { t: 'sres', id: msg.id, r: { ok: false, retry: true, why: 'not tail' } });
+    }
+    this.send(msg.origin, { t: 'sres', id: msg.id, r: { ok: true, count: this.store.liveCount(s.p) } }, true);
   }
 
   private onScan(msg: Extract<DataMsg, { t: 'scan' }>): void {

@@ -141,6 +141,8 @@ export interface Store {
   collectGarbage(partition: number, floor: number, maxRows?: number): boolean;
   /** Whether the latest write touching this key (or partition) is not yet known durable. */
   volatile(partition: number, key: Buffer): boolean;
+  /** Number of live committed pairs of a partition (what `scan` would list), kept as writes commit: O(1). */
+  liveCount(partition: number): number;
 
   /** Records an entry received but not yet committed. */
   appendPending(partition: number, entry: Entry): void;

@@ -124,6 +124,21 @@ export class KvApi {
     return { items, cursor: done ? null : encodeCursor(partition, after) };
   }
 
+  /**
+   * How many live pairs the cluster holds (`*`): each partition's count from its tail, which
+   * keeps it as writes commit, summed. O(partitions), not O(pairs); the partitions are read one
+   * after another's answer, not at one instant, as a scan of `*` reads them.
+   */
+  async countAll(): Promise<number> {
+    const counts = await Promise.all(Array.from({ length: this.node.ring.size }, (_, partition) => this.node.request({ op: 'count', partition })));
+    return counts.reduce((n, r) => n + (unwrap(r).count ?? 0), 0);
+  }
+
+  /** How many live pairs this node stores (`@`), replicas included: O(partitions). */
+  async countLocal(): Promise<number> {
+    return unwrap(await this.node.request({ op: 'localCount' })).count ?? 0;
+  }
+
   /** A page of the pairs stored on this node (`@`), replicas included. */
   async scanLocal(cursor: string | null | undefined, limit = DEFAULT_PAGE): Promise<Page> {
     const size = Math.max(1, Math.min(MAX_PAGE, Math.floor(limit)));

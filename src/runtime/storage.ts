@@ -184,11 +184,13 @@ export class LmdbStore implements Store {
   private readonly logs = new Map<number, Database<Buffer, Buffer>>();
   private readonly meta: Database<unknown, string>;
   private readonly committed = new Map<number, number>();
-  /** Partitions whose committed seq changed in the current transaction. */
+  /** Partitions whose committed seq or live count changed in the current transaction. */
   private readonly committedDirty = new Set<number>();
   /** Seqs received and not yet committed, per partition (memory only; for stats). */
   private readonly pendingSeqs = new Map<number, Set<number>>();
   private readonly clearedAt = new Map<number, number>();
+  /** Live pairs per partition (meta `n:p`), kept as writes commit. */
+  private readonly live = new Map<number, number>();
   private fd: number;
   /** fsync mode only: the redo log, the current transaction's writes, and checkpoint state. */
   private readonly redo: RedoLog | null = null;
@@ -278,12 +280,24 @@ export class LmdbStore implements Store {
     for (const f of leftover) RedoLog.retireFile(f.path);
     if (this.durability === 'fsync') this.redo = new RedoLog(dir);
     for (const { key, value } of this.meta.getRange({})) {
-      const m = /^(c|x|i):(\d+)$/.exec(key);
+      const m = /^(c|x|i|n):(\d+)$/.exec(key);
       if (m === null) continue;
       if (m[1] === 'i') {
         this.idPrefixes[Number(m[2])] = value as string;
         this.idPrefixNumbers.set(value as string, Number(m[2]));
-      } else (m[1] === 'c' ? this.committed : this.clearedAt).set(Number(m[2]), value as number);
+      } else (m[1] === 'c' ? this.committed : m[1] === 'x' ? this.clearedAt : this.live).set(Number(m[2]), value as number);
+    }
+    // Data directories written before live counts were kept: counted once, here.
+    const uncounted = [...this.committed.keys()].filter((p) => !this.live.has(p));
+    if (uncounted.length > 0) {
+      this.transaction(() => {
+        for (const p of uncounted) {
+          let n = 0;
+          for (const _ of this.livePairs(p, null)) n++;
+          this.live.set(p, n);
+          this.committedDirty.add(p);
+        }
+      });
     }
   }
 
@@ -340,8 +354,11 @@ export class LmdbStore implements Store {
       this.redoOps.length = 0;
       try {
         const result = fn();
-        // Committed seqs are written once per transaction, not once per entry.
-        for (const p of this.committedDirty) this.put(META, `c:${p}`, this.committed.get(p) ?? 0);
+        // Committed seqs and live counts are written once per transaction, not once per entry.
+        for (const p of this.committedDirty) {
+          this.put(META, `c:${p}`, this.committed.get(p) ?? 0);
+          this.put(META, `n:${p}`, this.live.get(p) ?? 0);
+        }
         this.committedDirty.clear();
         // The redo record goes out before LMDB commits: the log always holds at least what
         // the database holds, so a replay never undoes a newer write with an older one.
@@ -643,22 +660,36 @@ export class LmdbStore implements Store {
     if (entry.kind === 'clear') {
       this.clearedAt.set(p, entry.seq);
       this.put(META, `x:${p}`, entry.seq);
+      this.setLive(p, 0);
     } else {
       // The superseded version's log row stays until pruneLog: it keeps its request id
       // for retries (a new head must recognise them), and changesAfter skips it. A row
       // already beyond the dedup horizon goes now (pruneLog only scans forward).
       const k = kvKey(p, entry.key);
       const old = this.kv.getBinary(k);
+      let wasLive = false;
       if (old !== undefined) {
-        const oldSeq = decodeRec(old).seq;
-        if (oldSeq + KEEP_LOG_SEQS <= entry.seq) this.remove(LOG, seqKey(p, oldSeq));
+        const rec = decodeRec(old);
+        wasLive = !rec.tombstone && rec.seq > (this.clearedAt.get(p) ?? 0);
+        if (rec.seq + KEEP_LOG_SEQS <= entry.seq) this.remove(LOG, seqKey(p, rec.seq));
       }
+      const delta = (entry.kind === 'put' ? 1 : 0) - (wasLive ? 1 : 0);
+      if (delta !== 0) this.setLive(p, this.liveCount(p) + delta);
       this.put(KV, k, encodeRec(entry));
     }
     this.put(LOG, sk, this.encodeLog(entry));
     this.committed.set(p, entry.seq);
     this.committedDirty.add(p);
     this.touch(p, entry);
+  }
+
+  liveCount(p: number): number {
+    return this.live.get(p) ?? 0;
+  }
+
+  private setLive(p: number, n: number): void {
+    this.live.set(p, n);
+    this.committedDirty.add(p);
   }
 
   /** Sets the committed seq of a partition after a catch-up that skipped superseded versions. */

@@ -541,6 +541,19 @@ export class SimCluster {
     return out;
   }
 
+  /** Members whose live count (kept as writes commit) is not the number of pairs a scan lists. */
+  liveCountMismatches(): string[] {
+    const out: string[] = [];
+    for (let p = 0; p < this.ring.size; p++) {
+      for (const name of this.ring.canonicalChain(p)) {
+        const store = this.node(name).store;
+        const listed = store.scan(p, null, Number.MAX_SAFE_INTEGER).length;
+        if (store.liveCount(p) !== listed) out.push(`${name} counts ${store.liveCount(p)} live pairs in partition ${p}, a scan lists ${listed}`);
+      }
+    }
+    return out;
+  }
+
   /** What keeps the cluster from being quiet, for diagnostics. */
   busy(): string[] {
     const out: string[] = [];

@@ -15,6 +15,7 @@ export class MemoryStore implements Store {
   private pending = new Map<number, Map<number, Entry>>();
   private readonly committed = new Map<number, number>();
   private readonly clearedAt = new Map<number, number>();
+  private readonly live = new Map<number, number>();
   private membership: MembershipState | null = null;
   /** Undo actions for every mutation since the last sync, in order. */
   private journal: (() => void)[] = [];
@@ -39,6 +40,10 @@ export class MemoryStore implements Store {
     const old = m.get(k) as V;
     m.delete(k);
     this.journal.push(() => m.set(k, old));
+  }
+
+  liveCount(p: number): number {
+    return this.live.get(p) ?? 0;
   }
 
   get(p: number, key: Buffer): Buffer | null {
@@ -137,8 +142,17 @@ export class MemoryStore implements Store {
   commit(p: number, entry: Entry): void {
     this.writes++;
     this.pending.get(p)?.delete(entry.seq);
-    if (entry.kind === 'clear') this.set(this.clearedAt, p, entry.seq);
-    else this.set(this.part(this.kv, p), entry.key.toString('latin1'), entry);
+    if (entry.kind === 'clear') {
+      this.set(this.clearedAt, p, entry.seq);
+      this.set(this.live, p, 0);
+    } else {
+      const k = entry.key.toString('latin1');
+      const old = this.kv.get(p)?.get(k);
+      const wasLive = old !== undefined && old.kind === 'put' && old.seq > (this.clearedAt.get(p) ?? 0);
+      const delta = (entry.kind === 'put' ? 1 : 0) - (wasLive ? 1 : 0);
+      if (delta !== 0) this.set(this.live, p, this.liveCount(p) + delta);
+      this.set(this.part(this.kv, p), k, entry);
+    }
     this.set(this.part(this.log, p), entry.seq, entry);
     this.set(this.committed, p, entry.seq);
   }

@@ -141,6 +141,7 @@ function runSeedUnchecked(opts: RunOptions): RunResult {
     for (const [p, states] of sim.replicaStates()) {
       if (new Set(states.values()).size !== 1) problems.push(`partition ${p} differs across its chain after healing: ${JSON.stringify([...states])}`);
     }
+    problems.push(...sim.liveCountMismatches());
   }
   return {
     seed,

@@ -171,6 +171,8 @@ describe('placement, * and @', () => {
         assert.equal(v, written.get(k), `value of ${k} on ${name}`);
         holders.set(k, [...(holders.get(k) ?? []), name]);
       }
+      // LOCALDBSIZE reads the node's live counts, kept as writes commit: the same number.
+      assert.equal(await redis(name).call('LOCALDBSIZE'), local.size, `LOCALDBSIZE on ${name}`);
     }
     for (const key of written.keys()) {
       const chain = [...ring.canonicalChain(ring.partitionOf(key))].sort();

@@ -148,6 +148,53 @@ test('a key is volatile until a sync that began after its write ends; a clear ma
   await c.close();
 });
 
+test('both stores keep a live count per partition as writes commit, clears and catch-up-style compacted history included', async () => {
+  const dir = fresh();
+  const lmdb = new LmdbStore(dir, { durability: 'fsync' });
+  const mem = new MemoryStore();
+  const listed = (st: LmdbStore | MemoryStore, p: number): number => st.scan(p, null, 1_000_000).length;
+  for (const st of [lmdb, mem]) {
+    const apply = (fn: () => void): void => (st instanceof LmdbStore ? st.transaction(fn) : fn());
+    apply(() => {
+      st.commit(4, put('a', '1', 1));
+      st.commit(4, put('b', '1', 2));
+      st.commit(4, put('a', '2', 3)); // overwrite: still two
+      st.commit(4, del('c', 4)); // delete of an absent key
+      st.commit(4, del('b', 5));
+    });
+    assert.equal(st.liveCount(4), 1);
+    apply(() => {
+      st.commit(4, put('d', '1', 6));
+      st.commit(4, clear(7));
+    });
+    assert.equal(st.liveCount(4), 0, 'a clear empties the partition');
+    apply(() => {
+      st.commit(4, put('a', '3', 8)); // its old version is hidden by the clear, not live
+      st.commit(4, put('e', '1', 9));
+      st.commit(4, del('d', 10)); // hidden by the clear already
+    });
+    assert.equal(st.liveCount(4), 2);
+    assert.equal(st.liveCount(4), listed(st, 4));
+    assert.equal(st.liveCount(3), 0);
+    // Garbage collection removes what is dead: the count does not move.
+    apply(() => st.collectGarbage(4, 10));
+    assert.equal(st.liveCount(4), 2);
+  }
+  await lmdb.close();
+  // Kept in meta, with the committed seq: it survives a reopen ...
+  let again = new LmdbStore(dir, { durability: 'fsync' });
+  assert.equal(again.liveCount(4), 2);
+  await again.close();
+  // ... and a directory written before counts were kept is counted once at open.
+  const env = open({ path: dir, maxDbs: 128, useWritemap: true, mapSize: 1024 ** 3 });
+  const meta = env.openDB<unknown, string>({ name: 'meta', encoding: 'msgpack' });
+  await meta.remove('n:4');
+  await env.close();
+  again = new LmdbStore(dir, { durability: 'fsync' });
+  assert.equal(again.liveCount(4), 2);
+  await again.close();
+});
+
 test('each partition logs in a database of its own: interleaved commits to three partitions still fill whole pages', async () => {
   const dir = fresh();
   const s = new LmdbStore(dir, { durability: 'process' });

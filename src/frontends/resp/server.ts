@@ -374,11 +374,7 @@ export class RespServer {
       }
       return [this.cursors.put(page.cursor), flat];
     };
-    const count = async (scope: 'all' | 'local'): Promise<number> => {
-      let n = 0;
-      for await (const page of api.pages(scope, MAX_PAGE)) n += page.length;
-      return n;
-    };
+    const count = (scope: 'all' | 'local'): Promise<number> => (scope === 'all' ? api.countAll() : api.countLocal());
 
     add('PING', -1, ['fast'], (a) => (a.length > 2 ? errArity('ping') : a.length === 2 ? a[1]! : PONG));
     add('ECHO', 2, ['fast'], (a) => a[1]!);
