@@ -123,6 +123,10 @@ class EventQueue {
   }
 }
 
+/** History process ids: clients count from 0, final reads from here, clears' per-key deletes from CLEAR_PROCESSES. */
+export const FINAL_READ_PROCESSES = 10_000;
+export const CLEAR_PROCESSES = 1_000_000;
+
 export class SimCluster {
   readonly ring: Ring;
   readonly rng: Prng;
@@ -483,14 +487,31 @@ export class SimCluster {
    * Starts `count` client processes, each issuing operations one after another on random
    * keys through random nodes until virtual time `until`, recording the history.
    */
-  startClients(opts: { count: number; keys: string[]; until: number; thinkMs?: [number, number]; mix?: { put: number; get: number; del: number } }): void {
+  startClients(opts: { count: number; keys: string[]; until: number; thinkMs?: [number, number]; mix?: { put: number; get: number; del: number; clear?: number } }): void {
     const mix = opts.mix ?? { put: 0.45, get: 0.45, del: 0.1 };
     const [tlo, thi] = opts.thinkMs ?? [0, 2];
     let seq = 0;
+    // A clear (delete `*` of one partition) is recorded as a delete of each of the workload's
+    // keys in that partition, each under a process of its own that does nothing else: per
+    // key, it must take effect at one point between its invocation and its answer.
+    let clearProcess = CLEAR_PROCESSES;
     const loop = (process: number): void => {
       if (this.now >= opts.until) return;
       const key = this.rng.pick(opts.keys);
       const via = this.rng.pick(this.names);
+      if (this.rng.next() < (mix.clear ?? 0)) {
+        const partition = this.ring.partitionOf(key);
+        const hs = opts.keys.filter((k) => this.ring.partitionOf(k) === partition).map((k) => this.history.invoke(clearProcess++, 'delete', k, null));
+        this.request(via, { op: 'clear', partition }, (res) => {
+          for (const h of hs) {
+            if (res.ok) this.history.ok(h);
+            else if (res.code === 'KV_ERR_TIMEOUT' || res.code === 'KV_ERR_SHUTTING_DOWN') this.history.info(h);
+            else this.history.fail(h);
+          }
+          this.at(this.now + tlo + this.rng.next() * (thi - tlo), () => loop(process));
+        });
+        return;
+      }
       const r = this.rng.next();
       const kind = r < mix.put ? 'put' : r < mix.put + mix.get ? 'get' : 'delete';
       const value = kind === 'put' ? `c${process}-${seq++}` : null;
@@ -512,7 +533,7 @@ export class SimCluster {
   }
 
   /** Reads every key once through the given node, recorded in the history (final reads after healing). */
-  finalReads(keys: string[], via: string, process = 10_000): void {
+  finalReads(keys: string[], via: string, process = FINAL_READ_PROCESSES): void {
     keys.forEach((key, i) => {
       const h = this.history.invoke(process + i, 'get', key, null);
       this.request(via, { op: 'get', key: Buffer.from(key) }, (res) => {

@@ -1,5 +1,5 @@
 import { checkHistory, describeViolation } from './linearizability.ts';
-import { SimCluster } from './cluster.ts';
+import { CLEAR_PROCESSES, FINAL_READ_PROCESSES, SimCluster } from './cluster.ts';
 import type { ReplicaTiming } from '../core/replica.ts';
 
 /**
@@ -27,6 +27,8 @@ export interface RunOptions {
   traceKey?: string;
   /** Protocol timing overrides (e.g. a tiny `pageBytes`, so that every catch-up and retransmission pages). */
   timing?: Partial<ReplicaTiming>;
+  /** Share of client operations that delete a whole partition (`*` is one such clear per partition); default 0.01. */
+  clearRate?: number;
 }
 
 export interface RunResult {
@@ -75,7 +77,7 @@ function runSeedUnchecked(opts: RunOptions): RunResult {
   sim.runUntil(800);
   const start = sim.now;
   const until = start + duration;
-  sim.startClients({ count: opts.clients ?? 8, keys, until, thinkMs: [0, 5] });
+  sim.startClients({ count: opts.clients ?? 8, keys, until, thinkMs: [0, 5], mix: { put: 0.45, get: 0.45, del: 0.1, clear: opts.clearRate ?? 0.01 } });
 
   if (opts.faults ?? true) {
     const chainA = sim.ring.canonicalChain(sim.ring.partitionOf('a'));
@@ -135,7 +137,7 @@ function runSeedUnchecked(opts: RunOptions): RunResult {
   const check = checkHistory(ops);
   if (check.unknown) problems.push('linearizability check ran out of budget');
   for (const v of check.violations) problems.push(describeViolation(v));
-  const finals = ops.filter((o) => o.process >= 10_000);
+  const finals = ops.filter((o) => o.process >= FINAL_READ_PROCESSES && o.process < CLEAR_PROCESSES);
   if (finals.some((o) => o.status !== 'ok')) problems.push('a final read after healing did not succeed');
   if (settled) {
     for (const [p, states] of sim.replicaStates()) {

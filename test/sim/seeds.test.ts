@@ -3,7 +3,8 @@ import { test } from 'node:test';
 import { runSeed } from '../../src/sim/run.ts';
 
 /**
- * 500 seeded simulator runs of the real protocol core: concurrent clients on hot keys while
+ * 500 seeded simulator runs of the real protocol core: concurrent clients on hot keys (puts,
+ * gets, deletes, and deletes of a whole partition) while
  * nodes crash (losing unsynced writes) and restart, pause, and get cut off, one at a time,
  * aimed at the head, middle and tail of a chain and at nodes in the middle of catch-up.
  * Each history must be linearizable (final reads included) and every chain must agree
