@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import type { ClusterConfig } from '../runtime/config.ts';
 import { ConfigError, loadConfig } from '../runtime/config.ts';
+import { MIN_SECRET_LENGTH } from '../runtime/transport.ts';
 import { ChainKvClient, ChainKvError } from './client.ts';
 import { startNode } from './node-main.ts';
 import { NODE_PROCESS_FLAGS, nodeV8Flags } from './node-flags.ts';
@@ -103,7 +104,13 @@ async function startCluster(opts: ConfigOpts): Promise<void> {
 async function runNode(name: string, opts: ConfigOpts): Promise<void> {
   for (const flags of nodeV8Flags(process.env)) v8.setFlagsFromString(flags);
   const cfg = configFrom(opts);
-  const node = await startNode(cfg, name);
+  // The cluster's shared secret for peer connections, from the environment (not the config
+  // file, which is often shared more widely); `chainkv start` passes its environment on.
+  const peerSecret = process.env.CHAINKV_PEER_SECRET || undefined;
+  if (peerSecret !== undefined && peerSecret.length < MIN_SECRET_LENGTH) {
+    throw new ConfigError(`CHAINKV_PEER_SECRET must be at least ${MIN_SECRET_LENGTH} characters`);
+  }
+  const node = await startNode(cfg, name, undefined, { peerSecret });
   const stop = (): void => {
     node.stop().then(
       () => process.exit(0),

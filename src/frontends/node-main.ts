@@ -71,10 +71,10 @@ function metricsFor(runtime: NodeRuntime, resp: RespServer): Registry {
   return registry;
 }
 
-export async function startNode(config: ClusterConfig, name: string, logger?: Logger): Promise<RunningNode> {
+export async function startNode(config: ClusterConfig, name: string, logger?: Logger, opts: { peerSecret?: string } = {}): Promise<RunningNode> {
   const me = nodeAddress(config, name);
   const log = logger ?? pino({ level: config.logLevel, base: { node: name } });
-  const runtime = new NodeRuntime(config, name, log);
+  const runtime = new NodeRuntime(config, name, log, opts);
   const api = new KvApi(runtime);
   const resp = new RespServer(api, { host: me.host, port: me.respPort, logger: log.child({ component: 'resp' }), version: VERSION });
   const http = new HttpServer(api, { host: me.host, port: me.httpPort, logger: log.child({ component: 'http' }), metrics: metricsFor(runtime, resp) });

@@ -47,7 +47,8 @@ export class NodeRuntime {
   /** Called after each event-loop turn of the core with its wall time (metrics hook). */
   onTurn: ((ms: number) => void) | null = null;
 
-  constructor(config: ClusterConfig, name: string, log: Logger) {
+  /** `peerSecret`: the cluster's shared secret; peer connections are authenticated with it (transport.ts). */
+  constructor(config: ClusterConfig, name: string, log: Logger, opts: { peerSecret?: string } = {}) {
     this.name = name;
     this.config = config;
     this.log = log;
@@ -88,6 +89,7 @@ export class NodeRuntime {
       // and a single write of the largest allowed value: frames above the limit are dropped,
       // and a write that can never be forwarded would hold up its chain forever.
       maxFrameBytes: peerFrameLimit(config),
+      secret: opts.peerSecret,
       logger: log.child({ component: 'transport' }),
     });
     this.transport.onMessage = (from, raw) => {

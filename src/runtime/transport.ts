@@ -9,11 +9,19 @@
  * connection is a hello `{ t: 'hello', from, cluster }`; the listener
  * accepts messages on a connection only after a valid hello from a known
  * peer of the same cluster, and destroys the connection on anything else.
+ * With a shared `secret`, the hello also carries a timestamp, a nonce and an
+ * HMAC-SHA256 of them under the secret, and a listener with a secret accepts
+ * only a hello whose HMAC is right and whose timestamp is within
+ * HELLO_MAX_SKEW_MS of its clock: a process that does not know the secret
+ * cannot open a peer connection. (It authenticates the dialer once per
+ * connection; it neither encrypts nor signs the frames that follow, which
+ * TLS would.)
  *
  * Delivery is best effort: messages may be lost (queue overflow, connection
  * loss) but are never reordered within one connection. The protocol above
  * retransmits.
  */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { Packr } from 'msgpackr';
@@ -49,8 +57,18 @@ export interface TransportOptions {
   helloTimeoutMs?: number;
   /** A dial that has not connected in this time is abandoned and retried. Default 5 s. */
   connectTimeoutMs?: number;
+  /** Shared secret of the cluster's nodes (at least 16 characters): hellos are authenticated with it. */
+  secret?: string;
   /** Default: a silent pino logger. */
   logger?: Logger;
+}
+
+/** An authenticated hello may be this far from the listener's clock (nodes' clocks differ). */
+export const HELLO_MAX_SKEW_MS = 5 * 60 * 1000;
+export const MIN_SECRET_LENGTH = 16;
+
+function helloMac(secret: string, from: string, cluster: string, ts: number, nonce: string): Buffer {
+  return createHmac('sha256', secret).update(`chainkv-hello\n${from}\n${cluster}\n${ts}\n${nonce}`).digest();
 }
 
 export interface TransportStats {
@@ -327,7 +345,7 @@ interface InConn {
   helloTimer: NodeJS.Timeout | null;
 }
 
-interface Hello { t: 'hello'; from: string; cluster: string }
+interface Hello { t: 'hello'; from: string; cluster: string; ts?: number; nonce?: string; mac?: Buffer }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Uint8Array);
@@ -387,7 +405,7 @@ export class PeerTransport {
   private closed = false;
   private closing: Promise<void> | null = null;
   private readonly counters: TransportStats = { sentFrames: 0, recvFrames: 0, dropped: 0, badConnections: 0 };
-  private readonly helloFrame: Buffer;
+  private readonly secret: string | undefined;
 
   constructor(opts: TransportOptions) {
     this.self = opts.self;
@@ -414,7 +432,10 @@ export class PeerTransport {
     if (!('component' in bound)) fields.component = 'transport';
     if (!('node' in bound)) fields.node = opts.self;
     this.log = Object.keys(fields).length === 0 ? base : base.child(fields);
-    this.helloFrame = encodeFrame({ t: 'hello', from: opts.self, cluster: opts.cluster } satisfies Hello);
+    if (opts.secret !== undefined && opts.secret.length < MIN_SECRET_LENGTH) {
+      throw new RangeError(`the peer secret must be at least ${MIN_SECRET_LENGTH} characters`);
+    }
+    this.secret = opts.secret;
     for (const [name, addr] of Object.entries(opts.peers)) {
       if (name === this.self) continue;
       this.peers.set(name, this.newPeer(name, addr));
@@ -445,7 +466,7 @@ export class PeerTransport {
     server.on('error', (err) => this.log.error(errorFields(err), 'peer listener error'));
     const address = server.address();
     if (address !== null && typeof address === 'object') this.boundPort = address.port;
-    this.log.info({ host: this.listenAddr.host, port: this.boundPort }, 'peer transport listening');
+    this.log.info({ host: this.listenAddr.host, port: this.boundPort, authenticated: this.secret !== undefined }, this.secret !== undefined ? 'peer transport listening (hellos authenticated with the peer secret)' : 'peer transport listening');
     if (this.closed) return;
     for (const peer of this.peers.values()) this.dial(peer);
   }
@@ -586,7 +607,7 @@ export class PeerTransport {
       peer.connected = true;
       peer.connectedAt = Date.now();
       // The hello goes first, in the same write as whatever was queued meanwhile.
-      this.flushPeer(peer, this.helloFrame);
+      this.flushPeer(peer, this.helloFrame());
       this.setPeerState(peer, 'up');
     });
     socket.on('data', () => {
@@ -805,6 +826,17 @@ export class PeerTransport {
     }
   }
 
+  /** The first frame of a dialed connection (a new timestamp and nonce each time, with a secret). */
+  private helloFrame(): Buffer {
+    const hello: Hello = { t: 'hello', from: this.self, cluster: this.cluster };
+    if (this.secret !== undefined) {
+      hello.ts = Date.now();
+      hello.nonce = randomBytes(16).toString('hex');
+      hello.mac = helloMac(this.secret, this.self, this.cluster, hello.ts, hello.nonce);
+    }
+    return encodeFrame(hello);
+  }
+
   /** Returns why `msg` is not an acceptable hello, or null if it is. */
   private checkHello(msg: unknown): string | null {
     if (!isRecord(msg) || msg['t'] !== 'hello') return 'first frame is not a hello';
@@ -813,6 +845,13 @@ export class PeerTransport {
     if (typeof from !== 'string' || typeof cluster !== 'string') return 'malformed hello';
     if (cluster !== this.cluster) return `hello for wrong cluster ${JSON.stringify(cluster)}`;
     if (from === this.self || !this.peers.has(from)) return `hello from unknown node ${JSON.stringify(from)}`;
+    if (this.secret !== undefined) {
+      const { ts, nonce, mac } = msg;
+      if (typeof ts !== 'number' || typeof nonce !== 'string' || !Buffer.isBuffer(mac)) return `hello from ${from} is not authenticated (this node has a peer secret; has ${from}?)`;
+      const want = helloMac(this.secret, from, cluster, ts, nonce);
+      if (mac.length !== want.length || !timingSafeEqual(mac, want)) return `hello from ${from} has a wrong HMAC (a different peer secret?)`;
+      if (Math.abs(Date.now() - ts) > HELLO_MAX_SKEW_MS) return `hello from ${from} is stamped ${Math.round((ts - Date.now()) / 1000)} s from this node's clock`;
+    }
     return null;
   }
 

@@ -104,3 +104,38 @@ test('`chainkv start` runs every node of a config, with the process options of n
   assert.equal(await exited, 0, out);
   assert.match(out, /stopping every node/);
 });
+
+test('with CHAINKV_PEER_SECRET every node must know the secret: a node started with another one is not let in, and is again with the right one', async () => {
+  const secret = 'cluster secret for this test only';
+  cluster = await TestCluster.create({ env: { CHAINKV_PEER_SECRET: secret } });
+  const c = cluster;
+  await c.start();
+  await waitFor(async () => Object.values(await states(c, c.names[0]!)).every((s) => s === 'up'), 'every node up');
+  const client = new Redis({ port: c.node(c.names[0]!).respPort, host: '127.0.0.1', lazyConnect: true });
+  await client.connect();
+  try {
+    for (let i = 0; i < 20; i++) await client.set(`s-${i}`, `${i}`);
+    const odd = c.names[4]!;
+    await c.stopNode(odd);
+    await c.startNode(odd, { CHAINKV_PEER_SECRET: 'not the cluster secret, but long' });
+    // The others refuse its connections (and it theirs): it stays down, and everything is served without it.
+    await waitFor(async () => (await states(c, c.names[0]!))[odd] === 'down', `${odd} marked down`);
+    await waitFor(async () => (c.output.get(c.names[0]!) ?? []).some((l) => l.includes('wrong HMAC')), 'the refusal in a log');
+    for (let i = 0; i < 20; i++) assert.equal(await client.get(`s-${i}`), `${i}`);
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal((await states(c, c.names[0]!))[odd], 'down', 'still not let in');
+    // With the right secret it joins, catches up and serves.
+    await c.stopNode(odd);
+    await c.startNode(odd);
+    await waitFor(async () => Object.values(await states(c, c.names[0]!)).every((s) => s === 'up'), 'every node up again');
+    const direct = new Redis({ port: c.node(odd).respPort, host: '127.0.0.1', lazyConnect: true });
+    await direct.connect();
+    try {
+      for (let i = 0; i < 20; i++) assert.equal(await direct.get(`s-${i}`), `${i}`);
+    } finally {
+      direct.disconnect();
+    }
+  } finally {
+    client.disconnect();
+  }
+});

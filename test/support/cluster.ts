@@ -28,6 +28,8 @@ export interface TestClusterOptions {
    * `TestCluster.create`. Default 'none': nodes dial each other directly.
    */
   isolation?: 'none' | 'proxy';
+  /** Environment variables for every node process (on top of this process's). */
+  env?: Record<string, string>;
 }
 
 export class TestCluster {
@@ -45,6 +47,7 @@ export class TestCluster {
   /** isolation 'proxy': the config file each node is started with. */
   private readonly nodeConfigFiles = new Map<string, string>();
   private readonly isolated = new Set<string>();
+  private env: Record<string, string> = {};
 
   private constructor(dir: string, config: ClusterConfig, logs: boolean) {
     this.dir = dir;
@@ -59,6 +62,7 @@ export class TestCluster {
     // The product's defaults, on free ports, in a fresh directory, under a cluster id of its own.
     const config = await localClusterConfig(dir, 'test', opts.names ?? DEFAULT_NAMES, opts.settings);
     const cluster = new TestCluster(dir, config, opts.logs ?? process.env.CHAINKV_TEST_LOGS === '1');
+    cluster.env = opts.env ?? {};
     if (opts.isolation === 'proxy') await cluster.setUpProxies();
     return cluster;
   }
@@ -187,11 +191,13 @@ export class TestCluster {
     await Promise.all(names.map((n) => this.startNode(n)));
   }
 
-  async startNode(name: string): Promise<void> {
+  /** Starts one node; `env` adds to (and overrides) the cluster's environment for this start. */
+  async startNode(name: string, env: Record<string, string> = {}): Promise<void> {
     if (this.procs.has(name)) throw new Error(`node ${name} is already running`);
     await Promise.all(this.proxiesInto(name).map((p) => p.targetUp()));
     const child = spawn(process.execPath, [...NODE_PROCESS_FLAGS, BIN, 'node', '--config', this.configFileOf(name), '--name', name], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...this.env, ...env },
     });
     this.procs.set(name, child);
     const lines: string[] = this.output.get(name) ?? [];

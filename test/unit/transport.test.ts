@@ -1,7 +1,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
@@ -490,6 +490,58 @@ describe('PeerTransport', () => {
       assert.equal(B.t.stats().badConnections, cases.length);
     } finally {
       await closeAll(Object.values(nodes));
+    }
+  });
+
+  test('with a peer secret, only nodes that know it connect: a wrong or missing secret, a forged, copied or stale hello is refused', { timeout: 60_000 }, async () => {
+    const secret = 'correct horse battery staple';
+    const names = ['A', 'B', 'C', 'D'];
+    const placeholder: Record<string, PeerAddress> = Object.fromEntries(names.map((n) => [n, { host: HOST, port: 0 }]));
+    const A = makeNode('A', placeholder, { secret, helloTimeoutMs: 1_000 });
+    const B = makeNode('B', placeholder, { secret });
+    const C = makeNode('C', placeholder, { secret: 'another secret, long enough' });
+    const D = makeNode('D', placeholder); // no secret at all
+    const all = [A, B, C, D];
+    try {
+      await Promise.all(all.map((n) => n.t.start()));
+      for (const x of all) for (const [i, y] of all.entries()) x.t.setPeerAddress(names[i]!, { host: HOST, port: y.t.port });
+      await waitFor('A and B connected both ways', () => A.t.isConnected('B') && B.t.isConnected('A'));
+      A.t.send('B', { seq: 1 });
+      B.t.send('A', { seq: 2 });
+      C.t.send('A', { seq: 3 });
+      D.t.send('A', { seq: 4 });
+      await waitFor('A<->B delivered', () => seqsFrom(B, 'A').length === 1 && seqsFrom(A, 'B').length === 1);
+      await waitFor('C and D refused by A', () => A.t.stats().badConnections >= 2);
+      await sleep(300);
+      assert.deepEqual(seqsFrom(A, 'C'), [], 'a node with another secret is not heard');
+      assert.deepEqual(seqsFrom(A, 'D'), [], 'a node without a secret is not heard');
+      // Forged hellos on A's port: without the HMAC, with one made under another key, with a
+      // right one for a copied nonce but changed sender, and a right one stamped too long ago.
+      const mac = (key: string, from: string, ts: number, nonce: string): Buffer =>
+        createHmac('sha256', key).update(`chainkv-hello\n${from}\n${CLUSTER}\n${ts}\n${nonce}`).digest();
+      const now = Date.now();
+      const forged = [
+        { t: 'hello', from: 'B', cluster: CLUSTER },
+        { t: 'hello', from: 'B', cluster: CLUSTER, ts: now, nonce: 'n1', mac: mac('guessed secret, long enough', 'B', now, 'n1') },
+        { t: 'hello', from: 'C', cluster: CLUSTER, ts: now, nonce: 'n2', mac: mac(secret, 'B', now, 'n2') },
+        { t: 'hello', from: 'B', cluster: CLUSTER, ts: now - 10 * 60_000, nonce: 'n3', mac: mac(secret, 'B', now - 10 * 60_000, 'n3') },
+      ];
+      const before = A.t.stats().badConnections;
+      for (const hello of forged) {
+        await rawClient(A.t.port, (sock) => sock.write(Buffer.concat([encodeFrame(hello), encodeFrame({ t: 'write', forged: true })])));
+      }
+      assert.equal(A.t.stats().badConnections - before, forged.length, 'every forged hello closed its connection');
+      assert.ok(!A.received.some((r) => (r.msg as { forged?: boolean }).forged === true), 'nothing after a forged hello was delivered');
+      // A hello under the right secret, stamped now, is accepted from a raw client too.
+      const ok = { t: 'hello', from: 'B', cluster: CLUSTER, ts: now, nonce: 'n4', mac: mac(secret, 'B', now, 'n4') };
+      const sock = net.connect({ host: HOST, port: A.t.port });
+      await new Promise<void>((resolve) => sock.once('connect', () => resolve()));
+      sock.write(Buffer.concat([encodeFrame(ok), encodeFrame({ seq: 99 })]));
+      await waitFor('the authenticated raw hello is accepted', () => seqsFrom(A, 'B').includes(99));
+      sock.destroy();
+      assert.throws(() => makeNode('E', placeholder, { secret: 'short' }), /at least 16 characters/);
+    } finally {
+      await closeAll(all);
     }
   });
 
