@@ -110,7 +110,7 @@ export class HttpServer {
         return this.json(res, 200, {
           name: 'chainkv',
           node: this.api.node.name,
-          endpoints: ['/kv/{key}', '/kv64/{base64url key}', '/kv?scope=all|local&limit=&cursor=&encoding=utf8|base64', '/cluster', '/health', '/metrics'],
+          endpoints: ['/kv/{key}', '/kv64/{base64url key}', '/kv?scope=all|local&limit=&cursor=&encoding=utf8|base64', '/kv?scope=all|local&count=1', '/cluster', '/health', '/metrics'],
         });
       default:
         throw new HttpError(404, 'KV_ERR_NOT_FOUND', `no endpoint ${path}`);
@@ -149,6 +149,13 @@ export class HttpServer {
       return this.json(res, 200, { ok: true, scope });
     }
     if (method !== 'GET') throw new HttpError(405, 'KV_ERR_METHOD', `method ${method} is not allowed on a listing (use GET or DELETE)`);
+    const countParam = url.searchParams.get('count');
+    if (countParam !== null) {
+      if (countParam !== '1' && countParam !== 'true') throw new HttpError(400, ErrorCodes.BAD_REQUEST, `count must be "1" or "true", got "${countParam}"`);
+      // How many pairs, not which: O(partitions), as DBSIZE.
+      const count = scope === 'all' ? await this.api.countAll() : await this.api.countLocal();
+      return this.json(res, 200, { scope, node: this.api.node.name, count });
+    }
     const limitParam = url.searchParams.get('limit');
     const limit = limitParam === null ? DEFAULT_PAGE : Number(limitParam);
     if (!Number.isInteger(limit) || limit < 1) throw new HttpError(400, ErrorCodes.BAD_REQUEST, `limit must be a positive integer, got "${limitParam}"`);

@@ -161,6 +161,9 @@ describe('placement, * and @', () => {
     assert.deepEqual([...keys].sort(), [...written.keys()].sort());
     assert.deepEqual((await redis('5556').keys('key-1?')).sort(), [...written.keys()].filter((k) => /^key-1.$/.test(k)).sort());
     assert.equal(await redis('5562').dbsize(), written.size);
+    const viaHttp = (await (await fetch(`${cluster.http('5558')}/kv?scope=all&count=1`)).json()) as { count: number };
+    assert.equal(viaHttp.count, written.size);
+    assert.equal((await fetch(`${cluster.http('5558')}/kv?count=yes`)).status, 400);
   });
 
   test('query @ returns exactly the pairs of the node\'s chains; each key lives on its three chain nodes', async () => {
@@ -173,6 +176,8 @@ describe('placement, * and @', () => {
       }
       // LOCALDBSIZE reads the node's live counts, kept as writes commit: the same number.
       assert.equal(await redis(name).call('LOCALDBSIZE'), local.size, `LOCALDBSIZE on ${name}`);
+      const viaHttp = (await (await fetch(`${cluster.http(name)}/kv/@?count=1`)).json()) as { count: number; scope: string };
+      assert.deepEqual([viaHttp.scope, viaHttp.count], ['local', local.size], `GET /kv/@?count=1 on ${name}`);
     }
     for (const key of written.keys()) {
       const chain = [...ring.canonicalChain(ring.partitionOf(key))].sort();
