@@ -6,7 +6,7 @@
  * followed by a MessagePack body. Each node listens on its peer port and
  * dials every other node for its own outgoing traffic, so the connection
  * A->B carries only A's messages to B. The first frame on a dialed
- * connection is a hello `{ t: 'hello', from, cluster }`; the listener
+ * connection is a hello `{ t: 'hello', from, cluster, v }` (v: PROTOCOL_VERSION); the listener
  * accepts messages on a connection only after a valid hello from a known
  * peer of the same cluster, and destroys the connection on anything else.
  * With a shared `secret`, the hello also carries a timestamp, a nonce and an
@@ -62,6 +62,15 @@ export interface TransportOptions {
   /** Default: a silent pino logger. */
   logger?: Logger;
 }
+
+/**
+ * Version of the peer protocol (the messages of core/messages.ts and this framing), sent in
+ * every hello. A node accepts connections only from nodes of the same version: messages
+ * change meaning between versions (since version 2, a levelling answer may be one page of
+ * several, which an older node would take for the whole), so every node of a cluster must
+ * run the same version. Hellos without a version come from nodes before version 2.
+ */
+export const PROTOCOL_VERSION = 2;
 
 /** An authenticated hello may be this far from the listener's clock (nodes' clocks differ). */
 export const HELLO_MAX_SKEW_MS = 5 * 60 * 1000;
@@ -345,7 +354,7 @@ interface InConn {
   helloTimer: NodeJS.Timeout | null;
 }
 
-interface Hello { t: 'hello'; from: string; cluster: string; ts?: number; nonce?: string; mac?: Buffer }
+interface Hello { t: 'hello'; from: string; cluster: string; v: number; ts?: number; nonce?: string; mac?: Buffer }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Uint8Array);
@@ -828,7 +837,7 @@ export class PeerTransport {
 
   /** The first frame of a dialed connection (a new timestamp and nonce each time, with a secret). */
   private helloFrame(): Buffer {
-    const hello: Hello = { t: 'hello', from: this.self, cluster: this.cluster };
+    const hello: Hello = { t: 'hello', from: this.self, cluster: this.cluster, v: PROTOCOL_VERSION };
     if (this.secret !== undefined) {
       hello.ts = Date.now();
       hello.nonce = randomBytes(16).toString('hex');
@@ -845,6 +854,10 @@ export class PeerTransport {
     if (typeof from !== 'string' || typeof cluster !== 'string') return 'malformed hello';
     if (cluster !== this.cluster) return `hello for wrong cluster ${JSON.stringify(cluster)}`;
     if (from === this.self || !this.peers.has(from)) return `hello from unknown node ${JSON.stringify(from)}`;
+    const v = msg['v'];
+    if (v !== PROTOCOL_VERSION) {
+      return `${from} speaks peer protocol ${typeof v === 'number' ? `version ${v}` : 'version 1 (an older chainkv)'}, this node version ${PROTOCOL_VERSION}: every node of a cluster must run the same chainkv version`;
+    }
     if (this.secret !== undefined) {
       const { ts, nonce, mac } = msg;
       if (typeof ts !== 'number' || typeof nonce !== 'string' || !Buffer.isBuffer(mac)) return `hello from ${from} is not authenticated (this node has a peer secret; has ${from}?)`;

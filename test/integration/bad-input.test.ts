@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
 import { Ring } from '../../src/core/ring.ts';
-import { encodeFrame } from '../../src/runtime/transport.ts';
+import { PROTOCOL_VERSION, encodeFrame } from '../../src/runtime/transport.ts';
 import { TestCluster } from '../support/cluster.ts';
 
 /**
@@ -698,7 +698,7 @@ describe('peer port', () => {
     await assertServes(name, sentinel);
   });
 
-  test('a non-hello first frame, hellos from unknown nodes or for another cluster: socket closed, nothing applied', async () => {
+  test('a non-hello first frame, hellos from unknown nodes, for another cluster or of another protocol version: socket closed, nothing applied', async () => {
     const name = cluster.names[3]!;
     const sentinel = await writeSentinel(name);
     const clusterId = cluster.config.cluster;
@@ -714,6 +714,8 @@ describe('peer port', () => {
       ['a hello without a cluster', encodeFrame({ t: 'hello', from: known })],
       ['an unknown hello followed by a message in the same write', Buffer.concat([encodeFrame({ t: 'hello', from: 'intruder', cluster: clusterId }), encodeFrame(forged)])],
       ['a wrong-cluster hello followed by a message in the same write', Buffer.concat([encodeFrame({ t: 'hello', from: known, cluster: 'x' }), encodeFrame(forged)])],
+      ['a hello of an older chainkv (no protocol version) followed by a message', Buffer.concat([encodeFrame({ t: 'hello', from: known, cluster: clusterId }), encodeFrame(forged)])],
+      ['a hello of another protocol version followed by a message', Buffer.concat([encodeFrame({ t: 'hello', from: known, cluster: clusterId, v: PROTOCOL_VERSION + 1 }), encodeFrame(forged)])],
     ]);
     await assertChainsServe(name);
     for (const reader of cluster.names) assert.equal(await redis(reader).get('forged'), null, `the forged write was not applied (via ${reader})`);

@@ -9,6 +9,7 @@ import {
   FrameDecoder,
   FrameTooLargeError,
   PeerTransport,
+  PROTOCOL_VERSION,
   decodeBody,
   encodeFrame,
 } from '../../src/runtime/transport.ts';
@@ -516,15 +517,20 @@ describe('PeerTransport', () => {
       assert.deepEqual(seqsFrom(A, 'C'), [], 'a node with another secret is not heard');
       assert.deepEqual(seqsFrom(A, 'D'), [], 'a node without a secret is not heard');
       // Forged hellos on A's port: without the HMAC, with one made under another key, with a
-      // right one for a copied nonce but changed sender, and a right one stamped too long ago.
+      // right one for a copied nonce but changed sender, a right one stamped too long ago, and
+      // right ones from another protocol version.
       const mac = (key: string, from: string, ts: number, nonce: string): Buffer =>
         createHmac('sha256', key).update(`chainkv-hello\n${from}\n${CLUSTER}\n${ts}\n${nonce}`).digest();
       const now = Date.now();
+      const v = PROTOCOL_VERSION;
       const forged = [
-        { t: 'hello', from: 'B', cluster: CLUSTER },
-        { t: 'hello', from: 'B', cluster: CLUSTER, ts: now, nonce: 'n1', mac: mac('guessed secret, long enough', 'B', now, 'n1') },
-        { t: 'hello', from: 'C', cluster: CLUSTER, ts: now, nonce: 'n2', mac: mac(secret, 'B', now, 'n2') },
-        { t: 'hello', from: 'B', cluster: CLUSTER, ts: now - 10 * 60_000, nonce: 'n3', mac: mac(secret, 'B', now - 10 * 60_000, 'n3') },
+        { t: 'hello', from: 'B', cluster: CLUSTER, v },
+        { t: 'hello', from: 'B', cluster: CLUSTER, v, ts: now, nonce: 'n1', mac: mac('guessed secret, long enough', 'B', now, 'n1') },
+        { t: 'hello', from: 'C', cluster: CLUSTER, v, ts: now, nonce: 'n2', mac: mac(secret, 'B', now, 'n2') },
+        { t: 'hello', from: 'B', cluster: CLUSTER, v, ts: now - 10 * 60_000, nonce: 'n3', mac: mac(secret, 'B', now - 10 * 60_000, 'n3') },
+        // Right secret, but another protocol version, or none (a node of an older chainkv).
+        { t: 'hello', from: 'B', cluster: CLUSTER, v: v + 1, ts: now, nonce: 'n5', mac: mac(secret, 'B', now, 'n5') },
+        { t: 'hello', from: 'B', cluster: CLUSTER, ts: now, nonce: 'n6', mac: mac(secret, 'B', now, 'n6') },
       ];
       const before = A.t.stats().badConnections;
       for (const hello of forged) {
@@ -533,7 +539,7 @@ describe('PeerTransport', () => {
       assert.equal(A.t.stats().badConnections - before, forged.length, 'every forged hello closed its connection');
       assert.ok(!A.received.some((r) => (r.msg as { forged?: boolean }).forged === true), 'nothing after a forged hello was delivered');
       // A hello under the right secret, stamped now, is accepted from a raw client too.
-      const ok = { t: 'hello', from: 'B', cluster: CLUSTER, ts: now, nonce: 'n4', mac: mac(secret, 'B', now, 'n4') };
+      const ok = { t: 'hello', from: 'B', cluster: CLUSTER, v: PROTOCOL_VERSION, ts: now, nonce: 'n4', mac: mac(secret, 'B', now, 'n4') };
       const sock = net.connect({ host: HOST, port: A.t.port });
       await new Promise<void>((resolve) => sock.once('connect', () => resolve()));
       sock.write(Buffer.concat([encodeFrame(ok), encodeFrame({ seq: 99 })]));
