@@ -394,7 +394,7 @@ export class Replica {
   }
 
   /** Partition state summary, for status pages and tests. */
-  partitions(): { partition: number; mode: Mode; committed: number; last: number; pending: number; ready: boolean; catchupTarget?: number }[] {
+  partitions(): { partition: number; mode: Mode; committed: number; last: number; pending: number; ready: boolean; pairs: number; catchupTarget?: number }[] {
     return [...this.parts.values()].map((s) => ({
       partition: s.p,
       mode: s.mode,
@@ -402,6 +402,7 @@ export class Replica {
       last: s.last,
       pending: s.pending.length,
       ready: s.ready,
+      pairs: this.store.liveCount(s.p),
       ...(s.mode === 'catchup' ? { catchupTarget: s.catchupTarget } : {}),
     }));
   }

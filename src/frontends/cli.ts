@@ -2,6 +2,7 @@ import v8 from 'node:v8';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { setTimeout as delay } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import type { ClusterConfig } from '../runtime/config.ts';
@@ -220,8 +221,17 @@ export function buildCli(): Command {
   clientCommand(program.command('status').description('show the ring, the chains and every node')).action((o: ConfigOpts) =>
     withClient(o, async (c) => {
       const info = await c.cluster();
+      // Each node's own view of its partitions (pairs stored, catch-up progress), if it answers
+      // within 2 s (a paused node would not answer at all).
+      const within = <T,>(p: Promise<T>, ms: number): Promise<T | undefined> =>
+        Promise.race([p.catch(() => undefined), delay(ms, undefined, { ref: false })]);
+      const theirs = new Map(await Promise.all(info.nodes.map(async (n) => [n.name, await within(c.cluster(n.name), 2000)] as const)));
       console.log(`cluster ${info.cluster}, epoch ${info.epoch}, replication ${info.replication}`);
-      for (const n of info.nodes) console.log(`  ${n.name.padEnd(8)} ${n.state.padEnd(8)} ${n.http.padEnd(24)} resp ${n.resp}  ring ${n.position.slice(0, 8)}`);
+      for (const n of info.nodes) {
+        const local = theirs.get(n.name)?.local;
+        const pairs = local === undefined ? 'keys ?' : `keys ${local.reduce((sum, x) => sum + x.pairs, 0)}`;
+        console.log(`  ${n.name.padEnd(8)} ${n.state.padEnd(8)} ${n.http.padEnd(24)} resp ${n.resp}  ring ${n.position.slice(0, 8)}  ${pairs}`);
+      }
       console.log('partitions (head -> tail):');
       for (const p of info.partitions) {
         console.log(`  ${String(p.partition).padStart(3)} owner ${p.owner.padEnd(8)} ${(p.share * 100).toFixed(1).padStart(5)}%  ${p.serving.join(' -> ')}`);
@@ -230,13 +240,13 @@ export function buildCli(): Command {
       console.log(`configuration: leader ${cfg.leader ?? '(none known)'}, term ${cfg.term}, view ${info.epoch} (as seen by ${info.self})`);
       for (const n of info.nodes) {
         if (n.state === 'up') continue;
-        try {
-          const theirs = await c.cluster(n.name);
-          const progress = theirs.local.map((x) => `partition ${x.partition}: ${x.mode} ${x.committed}${x.catchupTarget !== undefined ? `/${x.catchupTarget}` : ''}`);
-          console.log(`  ${n.name} is ${n.state}: ${progress.join(', ')}`);
-        } catch {
+        const local = theirs.get(n.name)?.local;
+        if (local === undefined) {
           console.log(`  ${n.name} is ${n.state} and does not answer`);
+          continue;
         }
+        const progress = local.map((x) => `partition ${x.partition}: ${x.mode} ${x.committed}${x.catchupTarget !== undefined ? `/${x.catchupTarget}` : ''}`);
+        console.log(`  ${n.name} is ${n.state}: ${progress.join(', ')}`);
       }
     }),
   );

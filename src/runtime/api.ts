@@ -261,8 +261,8 @@ export interface ClusterInfo {
   replication: number;
   nodes: { name: string; position: string; state: string; http: string; resp: string; peer: string }[];
   partitions: { partition: number; owner: string; share: number; chain: string[]; serving: string[] }[];
-  /** This node's partitions: mode (member, catchup, out), committed seq, pending entries, readiness; catchupTarget while catching up. */
-  local: { partition: number; mode: string; committed: number; last: number; pending: number; ready: boolean; catchupTarget?: number }[];
+  /** This node's partitions: mode (member, catchup, out), committed seq, pending entries, readiness, live pairs stored here; catchupTarget while catching up. */
+  local: { partition: number; mode: string; committed: number; last: number; pending: number; ready: boolean; pairs: number; catchupTarget?: number }[];
   /** This node's view of the configuration group: Raft role, term, leader, commit index; remaining read lease. */
   configuration: { role: string; term: number; leader: string | null; commitIndex: number; logLength: number; leaseMs: number };
   /** Whether this node holds a read lease on the current view. */

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterEach, test } from 'node:test';
@@ -88,14 +88,27 @@ test('`chainkv start` runs every node of a config, with the process options of n
     await client.set('started', 'yes');
     assert.equal(await client.get('started'), 'yes');
     client.disconnect();
+    // `chainkv status` lists every node with the pairs it stores: the key is on its chain's three nodes.
+    const status = spawnSync(process.execPath, [bin, 'status', '--config', c.configFile], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(status.status, 0, status.stderr);
+    const keys = c.names.map((n) => Number(new RegExp(`^  ${n} .* keys (\\d+)$`, 'm').exec(status.stdout)?.[1]));
+    assert.deepEqual(keys.slice().sort(), [0, 0, 1, 1, 1], status.stdout);
     // Each node's process was started with NODE_PROCESS_FLAGS (they must be on its command
     // line: V8 reads them when it sets up the heap).
+    // (Other children, such as esbuild building the bundle after a source change, are not nodes.)
     const children = readFileSync(`/proc/${start.pid}/task/${start.pid}/children`, 'utf8').trim().split(/\s+/);
-    assert.equal(children.length, c.names.length, 'one process per node');
-    for (const pid of children) {
-      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    const argvOf = (pid: string): string[] => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      } catch {
+        return []; // exited meanwhile
+      }
+    };
+    const nodes = children.map(argvOf).filter((argv) => argv.includes('--name'));
+    assert.equal(nodes.length, c.names.length, 'one process per node');
+    for (const argv of nodes) {
       const at = argv.indexOf('node');
-      assert.ok(at > 0, `process ${pid} runs a node: ${argv.join(' ')}`);
+      assert.ok(at > 0, `a node process: ${argv.join(' ')}`);
       for (const flag of NODE_PROCESS_FLAGS) assert.ok(argv.slice(0, at).includes(flag), `${flag} before the script in ${argv.join(' ')}`);
     }
   } finally {
