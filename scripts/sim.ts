@@ -3,7 +3,8 @@
  *   npm run sim -- --seeds 100000            many seeds (default from 1)
  *   npm run sim -- --seed 4711 --verbose     replay one seed with the nodes' logs and the fault timeline
  * Options: --from N, --duration MS (virtual load time per seed), --clients N, --no-faults,
- * --trace-key K (with --verbose: every delivered message about key K, and every view change).
+ * --trace-key K (with --verbose: every delivered message about key K, and every view change),
+ * --keep-log-seqs N (request ids kept per partition by storage; default 200,000).
  * Exit code 1 if any seed fails; each failure prints the command that replays it.
  */
 import { parseArgs } from 'node:util';
@@ -19,10 +20,15 @@ const { values } = parseArgs({
     'no-faults': { type: 'boolean', default: false },
     verbose: { type: 'boolean', default: false },
     'trace-key': { type: 'string', default: '' },
+    'keep-log-seqs': { type: 'string' },
   },
 });
 
 const durationMs = Number(values.duration);
+// Seqs per partition whose request ids storage keeps (default KEEP_LOG_SEQS); 0 shows what they are for.
+const keep = values['keep-log-seqs'];
+const timing = keep === undefined ? undefined : { keepLogSeqs: Number(keep) };
+const keepFlag = keep === undefined ? '' : ` --keep-log-seqs ${keep}`;
 const clients = Number(values.clients);
 const faults = !values['no-faults'];
 const one = values.seed !== undefined;
@@ -32,7 +38,7 @@ const started = Date.now();
 let failed = 0;
 let ops = 0;
 for (let seed = from; seed < from + count; seed++) {
-  const r = runSeed({ seed, durationMs, clients, faults, keepLogs: values.verbose, traceKey: values['trace-key'] });
+  const r = runSeed({ seed, durationMs, clients, faults, keepLogs: values.verbose, traceKey: values['trace-key'], timing });
   ops += r.ops;
   if (values.verbose) {
     console.log(r.logs.join('\n'));
@@ -43,7 +49,7 @@ for (let seed = from; seed < from + count; seed++) {
     failed++;
     console.log(`seed ${seed} FAILED:\n  ${r.problems.join('\n  ')}`);
     console.log(`  faults: ${r.faults.join('; ')}`);
-    console.log(`  replay: npm run sim -- --seed ${seed} --duration ${durationMs} --clients ${clients}${faults ? '' : ' --no-faults'} --verbose`);
+    console.log(`  replay: npm run sim -- --seed ${seed} --duration ${durationMs} --clients ${clients}${faults ? '' : ' --no-faults'}${keepFlag} --verbose`);
   }
   const done = seed - from + 1;
   if (!one && (done % 100 === 0 || done === count)) {

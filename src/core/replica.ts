@@ -78,6 +78,12 @@ export interface ReplicaTiming extends MembershipTiming {
   pageBytes: number;
   /** Rows garbage collection looks at per tick (log rows, and the records a clear hides). */
   gcRowsPerTick: number;
+  /**
+   * Seqs per partition whose request ids the log keeps (superseded versions included), loaded
+   * after a restart and sent with syncs and catch-up (KEEP_LOG_SEQS). The simulator can set it
+   * small, to see what a horizon by count misses.
+   */
+  keepLogSeqs: number;
 }
 
 export const defaultTiming: ReplicaTiming = {
@@ -88,6 +94,7 @@ export const defaultTiming: ReplicaTiming = {
   catchupPage: 5_000,
   pageBytes: PAGE_BYTES,
   gcRowsPerTick: 5000,
+  keepLogSeqs: KEEP_LOG_SEQS,
 };
 
 export interface ReplicaConfig {
@@ -331,7 +338,7 @@ export class Replica {
       });
       // Request ids of recent writes, from the log: a retry of a write committed before a
       // restart is recognised, not applied a second time.
-      for (const { id, seq } of this.store.recentRequests(p, Math.max(0, committed - KEEP_LOG_SEQS))) {
+      for (const { id, seq } of this.store.recentRequests(p, Math.max(0, committed - this.timing.keepLogSeqs))) {
         this.recent.set(id, { p, seq, existed: true }, this.now);
       }
     }
@@ -599,8 +606,8 @@ export class Replica {
     for (const s of this.parts.values()) {
       // Superseded log rows behind the dedup horizon go a slice per tick: a pass over 20,000
       // rows at once took 65 ms, a turn in which the node answered nothing.
-      const horizon = s.committed - KEEP_LOG_SEQS;
-      if (horizon - s.prunedAt >= PRUNE_MIN_SEQS) s.prunedAt = this.store.pruneLog(s.p, horizon, PRUNE_ROWS_PER_TICK);
+      const horizon = s.committed - this.timing.keepLogSeqs;
+      if (horizon - s.prunedAt >= Math.min(PRUNE_MIN_SEQS, this.timing.keepLogSeqs)) s.prunedAt = this.store.pruneLog(s.p, horizon, PRUNE_ROWS_PER_TICK);
       if (s.mode === 'member') {
         this.tickMember(s);
         this.continueGarbageCollection(s);
@@ -871,7 +878,7 @@ export class Replica {
 
   /** Request ids of committed writes after `after` (superseded ones included), capped to the dedup horizon. */
   private idsAfter(s: PartitionState, after: number, upTo?: number): [string, number][] {
-    const from = Math.max(after, s.committed - KEEP_LOG_SEQS);
+    const from = Math.max(after, s.committed - this.timing.keepLogSeqs);
     return this.store.recentRequests(s.p, from, upTo).map((r) => [r.id, r.seq]);
   }
 

@@ -58,3 +58,14 @@ test('without faults, every operation succeeds', () => {
     assert.equal(r.okOps, r.ops, `seed ${seed}: ${r.ops - r.okOps} operations did not succeed`);
   }
 });
+
+test('request ids kept in storage are what recognises a retry after a restart: without them seeds 865 and 959 break linearizability, with them they pass', () => {
+  // A check that the simulator reaches this case at all. If a protocol change moves these seeds
+  // away from it, find others with `npm run sim -- --seeds 1000 --duration 4000 --keep-log-seqs 0`.
+  for (const seed of [865, 959]) {
+    const without = runSeed({ seed, durationMs: 4000, timing: { keepLogSeqs: 0 } });
+    assert.ok(!without.ok && without.problems.some((p) => p.includes('not linearizable')), `seed ${seed} with no request ids kept in storage: ${without.problems.join('; ').slice(0, 300) || 'passed'}`);
+    const withIds = runSeed({ seed, durationMs: 4000 });
+    assert.ok(withIds.ok, `seed ${seed}: ${withIds.problems.join('; ').slice(0, 2000)}`);
+  }
+});
