@@ -4,7 +4,8 @@
  *   npm run sim -- --seed 4711 --verbose     replay one seed with the nodes' logs and the fault timeline
  * Options: --from N, --duration MS (virtual load time per seed), --clients N, --no-faults,
  * --trace-key K (with --verbose: every delivered message about key K, and every view change),
- * --keep-log-seqs N (request ids kept per partition by storage; default 200,000).
+ * --keep-log-seqs N, --id-horizon-ms MS (request ids storage keeps per partition, by count and
+ * by time since commit; defaults 200,000 and requestTimeoutMs + 1 s).
  * Exit code 1 if any seed fails; each failure prints the command that replays it.
  */
 import { parseArgs } from 'node:util';
@@ -21,14 +22,16 @@ const { values } = parseArgs({
     verbose: { type: 'boolean', default: false },
     'trace-key': { type: 'string', default: '' },
     'keep-log-seqs': { type: 'string' },
+    'id-horizon-ms': { type: 'string' },
   },
 });
 
 const durationMs = Number(values.duration);
 // Seqs per partition whose request ids storage keeps (default KEEP_LOG_SEQS); 0 shows what they are for.
 const keep = values['keep-log-seqs'];
-const timing = keep === undefined ? undefined : { keepLogSeqs: Number(keep) };
-const keepFlag = keep === undefined ? '' : ` --keep-log-seqs ${keep}`;
+const horizon = values['id-horizon-ms'];
+const timing = { ...(keep === undefined ? {} : { keepLogSeqs: Number(keep) }), ...(horizon === undefined ? {} : { idHorizonMs: Number(horizon) }) };
+const keepFlag = `${keep === undefined ? '' : ` --keep-log-seqs ${keep}`}${horizon === undefined ? '' : ` --id-horizon-ms ${horizon}`}`;
 const clients = Number(values.clients);
 const faults = !values['no-faults'];
 const one = values.seed !== undefined;

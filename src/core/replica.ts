@@ -84,6 +84,12 @@ export interface ReplicaTiming extends MembershipTiming {
    * small, to see what a horizon by count misses.
    */
   keepLogSeqs: number;
+  /**
+   * Request ids committed less than this long ago are kept in the log whatever keepLogSeqs
+   * says (default requestTimeoutMs + 1 s: a coordinator retries until its deadline). The
+   * simulator sets it to 0 to see what a horizon by count alone misses.
+   */
+  idHorizonMs?: number;
 }
 
 export const defaultTiming: ReplicaTiming = {
@@ -163,6 +169,8 @@ interface PartitionState {
   pulls: Map<string, { from: string; msg: Extract<DataMsg, { t: 'syncr' }> }>;
   /** A member levelling page by page: the member whose history it is taking (after the first page). */
   levelFrom: string | undefined;
+  /** (time, committed seq) every ID_MARK_MS, for the request-id horizon by time; in memory, so empty after a start. */
+  marks: { at: number; seq: number }[];
 }
 
 interface Outstanding {
@@ -187,6 +195,9 @@ const keyStr = (key: Buffer): string => key.toString('latin1');
 const CATCHUP_REASK_MS = 1000;
 /** ... and asks for the first page this often until one arrives. */
 const CATCHUP_FIRST_ASK_MS = 100;
+
+/** How often a partition notes its committed seq, for the request-id horizon by time. */
+const ID_MARK_MS = 250;
 
 /** Log pruning: once this many seqs are behind the dedup horizon, prune up to this many rows per tick. */
 const PRUNE_MIN_SEQS = 1000;
@@ -331,14 +342,18 @@ export class Replica {
         prunedAt: 0,
         pulls: new Map(),
         levelFrom: undefined,
+        marks: [],
         gcFloor: 0,
         gcAt: 0,
         gcWant: 0,
         gcDone: 0,
       });
       // Request ids of recent writes, from the log: a retry of a write committed before a
-      // restart is recognised, not applied a second time.
-      for (const { id, seq } of this.store.recentRequests(p, Math.max(0, committed - this.timing.keepLogSeqs))) {
+      // restart is recognised, not applied a second time. When each was committed is not
+      // known after a restart, so every id pruning has left is taken, at least the last
+      // keepLogSeqs (pruning only drops ids older than a retry can be, see idHorizon).
+      const loadFrom = Math.min(committed - this.timing.keepLogSeqs, this.store.prunedBelow(p));
+      for (const { id, seq } of this.store.recentRequests(p, Math.max(0, loadFrom))) {
         this.recent.set(id, { p, seq, existed: true }, this.now);
       }
     }
@@ -606,7 +621,9 @@ export class Replica {
     for (const s of this.parts.values()) {
       // Superseded log rows behind the dedup horizon go a slice per tick: a pass over 20,000
       // rows at once took 65 ms, a turn in which the node answered nothing.
-      const horizon = s.committed - this.timing.keepLogSeqs;
+      if (s.marks.length === 0 || this.now - s.marks[s.marks.length - 1]!.at >= ID_MARK_MS) s.marks.push({ at: this.now, seq: s.committed });
+      while (s.marks.length > 1 && s.marks[1]!.at <= this.now - this.idHorizonMs()) s.marks.shift();
+      const horizon = this.idHorizon(s);
       if (horizon - s.prunedAt >= Math.min(PRUNE_MIN_SEQS, this.timing.keepLogSeqs)) s.prunedAt = this.store.pruneLog(s.p, horizon, PRUNE_ROWS_PER_TICK);
       if (s.mode === 'member') {
         this.tickMember(s);
@@ -876,9 +893,26 @@ export class Replica {
     this.send(from, this.historyPage(s, msg.after ?? msg.committed, true), true);
   }
 
+  /**
+   * The seq at and below which request ids may be forgotten: at least keepLogSeqs behind the
+   * committed seq, and committed before now - (requestTimeoutMs + 1 s), when no coordinator
+   * retries them any more, as far as this node has watched (0 for its first seconds: what was
+   * committed before it started may be recent). By count alone, a partition taking more than
+   * keepLogSeqs writes within a coordinator's retry deadline would forget ids still retried.
+   */
+  private idHorizon(s: PartitionState): number {
+    const first = s.marks[0];
+    const old = first !== undefined && first.at <= this.now - this.idHorizonMs() ? first.seq : 0;
+    return Math.min(s.committed - this.timing.keepLogSeqs, old);
+  }
+
+  private idHorizonMs(): number {
+    return this.timing.idHorizonMs ?? this.timing.requestTimeoutMs + 1000;
+  }
+
   /** Request ids of committed writes after `after` (superseded ones included), capped to the dedup horizon. */
   private idsAfter(s: PartitionState, after: number, upTo?: number): [string, number][] {
-    const from = Math.max(after, s.committed - this.timing.keepLogSeqs);
+    const from = Math.max(after, this.idHorizon(s));
     return this.store.recentRequests(s.p, from, upTo).map((r) => [r.id, r.seq]);
   }
 

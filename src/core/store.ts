@@ -132,6 +132,8 @@ export interface Store {
    * and return more). Called with increasing `below`.
    */
   pruneLog(partition: number, below: number, maxRows?: number): number;
+  /** The seq below which superseded log rows may have been pruned (0 if never): ids above it are all still there. */
+  prunedBelow(partition: number): number;
   /**
    * Physically removes tombstones (and versions hidden by a clear) with seq <= floor, once
    * every canonical member of the chain is known to have committed past them, looking at no

@@ -4,7 +4,7 @@ import { open } from 'lmdb';
 import { Packr } from 'msgpackr';
 import type { Database, RootDatabase } from 'lmdb';
 import type { MembershipState } from '../core/membership.ts';
-import { KEEP_LOG_SEQS, itemBytes, localPage, pageOf } from '../core/store.ts';
+import { itemBytes, localPage, pageOf } from '../core/store.ts';
 import type { Entry, EntryKind, KeyValue, LocalKeyValue, Store } from '../core/store.ts';
 import { copyOf, splitRequestId } from '../core/request-id.ts';
 import { RedoLog } from './redo-log.ts';
@@ -534,8 +534,17 @@ export class LmdbStore implements Store {
     return out;
   }
 
+  /** meta `q:p`, read once per partition. */
+  private readonly pruned = new Map<number, number>();
+
+  prunedBelow(p: number): number {
+    let q = this.pruned.get(p);
+    if (q === undefined) this.pruned.set(p, (q = (this.meta.get(`q:${p}`) as number | undefined) ?? 0));
+    return q;
+  }
+
   pruneLog(p: number, below: number, maxRows = Infinity): number {
-    const from = (this.meta.get(`q:${p}`) as number | undefined) ?? 0;
+    const from = this.prunedBelow(p);
     if (below <= from) return from;
     let rows = 0;
     let reached = below;
@@ -549,6 +558,7 @@ export class LmdbStore implements Store {
       if (raw === undefined || decodeRec(raw).seq !== key.readUIntBE(2, 6)) this.remove(LOG, key);
     }
     this.put(META, `q:${p}`, reached);
+    this.pruned.set(p, reached);
     return reached;
   }
 
@@ -664,14 +674,14 @@ export class LmdbStore implements Store {
     } else {
       // The superseded version's log row stays until pruneLog: it keeps its request id
       // for retries (a new head must recognise them), and changesAfter skips it. A row
-      // already beyond the dedup horizon goes now (pruneLog only scans forward).
+      // pruning has already passed goes now (pruneLog only scans forward).
       const k = kvKey(p, entry.key);
       const old = this.kv.getBinary(k);
       let wasLive = false;
       if (old !== undefined) {
         const rec = decodeRec(old);
         wasLive = !rec.tombstone && rec.seq > (this.clearedAt.get(p) ?? 0);
-        if (rec.seq + KEEP_LOG_SEQS <= entry.seq) this.remove(LOG, seqKey(p, rec.seq));
+        if (rec.seq < this.prunedBelow(p)) this.remove(LOG, seqKey(p, rec.seq));
       }
       const delta = (entry.kind === 'put' ? 1 : 0) - (wasLive ? 1 : 0);
       if (delta !== 0) this.setLive(p, this.liveCount(p) + delta);

@@ -16,6 +16,7 @@ export class MemoryStore implements Store {
   private readonly committed = new Map<number, number>();
   private readonly clearedAt = new Map<number, number>();
   private readonly live = new Map<number, number>();
+  private readonly pruned = new Map<number, number>();
   private membership: MembershipState | null = null;
   /** Undo actions for every mutation since the last sync, in order. */
   private journal: (() => void)[] = [];
@@ -92,10 +93,18 @@ export class MemoryStore implements Store {
     let rows = 0;
     for (const [seq, e] of [...log].sort((a, b) => a[0] - b[0])) {
       if (seq >= below) break;
-      if (rows++ >= maxRows) return seq;
+      if (rows++ >= maxRows) {
+        this.set(this.pruned, p, Math.max(this.prunedBelow(p), seq));
+        return seq;
+      }
       if (e.kind !== 'clear' && kv?.get(e.key.toString('latin1'))?.seq !== seq) this.del(log, seq);
     }
+    this.set(this.pruned, p, Math.max(this.prunedBelow(p), below));
     return below;
+  }
+
+  prunedBelow(p: number): number {
+    return this.pruned.get(p) ?? 0;
   }
 
   collectGarbage(p: number, floor: number, maxRows = Infinity): boolean {
