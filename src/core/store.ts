@@ -9,9 +9,10 @@
 import type { MembershipState } from './membership.ts';
 
 /**
- * Log rows of superseded versions are kept for this many seqs per partition: they carry the
- * request ids a restarted node needs to recognise retries of writes it committed before.
- * A store may drop the row of a version superseded by a write this many seqs newer at once.
+ * Log rows of superseded versions are kept for at least this many seqs per partition (and for
+ * at least a retry deadline after their commit: Replica.idHorizon): they carry the request ids
+ * a restarted node needs to recognise retries of writes it committed before. A store drops the
+ * row of a superseded version at once only below the point pruning has reached.
  */
 export const KEEP_LOG_SEQS = 200_000;
 
