@@ -863,22 +863,30 @@ export class Replica {
     this.send(msg.origin, { t: 'rres', id: msg.id, r: { ok: true, value } }, this.store.volatile(s.p, msg.key));
   }
 
-  /** The tail's count of live pairs at its committed state (held back until that state is on disk). */
-  private onCount(msg: Extract<DataMsg, { t: 'count' }>): void {
+  /**
+   * The partition, if this node may answer a listing of it (scan, count) from its committed
+   * state: the ready tail, leased, with nothing pending. Otherwise the asker is told to retry.
+   */
+  private listingTail(msg: Extract<DataMsg, { t: 'scan' | 'count' }>): PartitionState | undefined {
     const s = this.member(msg.p, msg.e);
     const chain = this.chainOf(msg.p);
     if (s === undefined || !s.ready || chain[chain.length - 1] !== this.self || !this.hasLease() || s.pending.length > 0) {
-      return this.send(msg.origin, { t: 'sres', id: msg.id, r: { ok: false, retry: true, why: 'not tail' } });
+      this.send(msg.origin, { t: 'sres', id: msg.id, r: { ok: false, retry: true, why: 'not tail' } });
+      return undefined;
     }
+    return s;
+  }
+
+  /** The tail's count of live pairs at its committed state (held back until that state is on disk). */
+  private onCount(msg: Extract<DataMsg, { t: 'count' }>): void {
+    const s = this.listingTail(msg);
+    if (s === undefined) return;
     this.send(msg.origin, { t: 'sres', id: msg.id, r: { ok: true, count: this.store.liveCount(s.p) } }, true);
   }
 
   private onScan(msg: Extract<DataMsg, { t: 'scan' }>): void {
-    const s = this.member(msg.p, msg.e);
-    const chain = this.chainOf(msg.p);
-    if (s === undefined || !s.ready || chain[chain.length - 1] !== this.self || !this.hasLease() || s.pending.length > 0) {
-      return this.send(msg.origin, { t: 'sres', id: msg.id, r: { ok: false, retry: true, why: 'not tail' } });
-    }
+    const s = this.listingTail(msg);
+    if (s === undefined) return;
     // Bounded in bytes too: the page travels as one frame.
     const page = this.store.scan(s.p, msg.after, msg.limit, this.timing.pageBytes);
     const items: [Buffer, Buffer][] = page.map((kv) => [kv.key, kv.value]);
@@ -939,12 +947,10 @@ export class Replica {
       const complete = entries[entries.length - 1]!.seq;
       return { ...base, complete, more: complete < s.committed || s.last > s.committed, entries, ids: this.idsAfter(s, after, complete) };
     }
+    // Every committed change is in and leaves room: pending entries fill the rest of the page.
     const pending = s.pending.filter((e) => e.seq > after);
-    let bytes = 0;
-    for (const e of entries) bytes += itemBytes(e.key, e.value);
-    const taken = entries.length < limit && bytes < maxBytes ? pageOf(pending, limit - entries.length, maxBytes - bytes, (e) => itemBytes(e.key, e.value)) : [];
-    for (const e of taken) entries.push(e);
-    return { ...base, complete: s.committed, more: taken.length < pending.length, entries, ids: this.idsAfter(s, after) };
+    const page = pageOf([...entries, ...pending], limit, maxBytes, (e) => itemBytes(e.key, e.value));
+    return { ...base, complete: s.committed, more: page.length < entries.length + pending.length, entries: page, ids: this.idsAfter(s, after) };
   }
 
   /** Levelling page by page: asks `from` for what follows what we now hold. */

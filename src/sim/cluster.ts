@@ -495,6 +495,13 @@ export class SimCluster {
     // keys in that partition, each under a process of its own that does nothing else: per
     // key, it must take effect at one point between its invocation and its answer.
     let clearProcess = CLEAR_PROCESSES;
+    /** Records an answer: ok (with what a get read), info if it may have taken effect, else fail. */
+    const record = (h: number, res: ClientResult, read?: string | null): void => {
+      if (res.ok) this.history.ok(h, read);
+      else if (res.code === 'KV_ERR_TIMEOUT' || res.code === 'KV_ERR_SHUTTING_DOWN') this.history.info(h);
+      else this.history.fail(h);
+    };
+    const thinkThen = (process: number): void => this.at(this.now + tlo + this.rng.next() * (thi - tlo), () => loop(process));
     const loop = (process: number): void => {
       if (this.now >= opts.until) return;
       const key = this.rng.pick(opts.keys);
@@ -503,12 +510,8 @@ export class SimCluster {
         const partition = this.ring.partitionOf(key);
         const hs = opts.keys.filter((k) => this.ring.partitionOf(k) === partition).map((k) => this.history.invoke(clearProcess++, 'delete', k, null));
         this.request(via, { op: 'clear', partition }, (res) => {
-          for (const h of hs) {
-            if (res.ok) this.history.ok(h);
-            else if (res.code === 'KV_ERR_TIMEOUT' || res.code === 'KV_ERR_SHUTTING_DOWN') this.history.info(h);
-            else this.history.fail(h);
-          }
-          this.at(this.now + tlo + this.rng.next() * (thi - tlo), () => loop(process));
+          for (const h of hs) record(h, res);
+          thinkThen(process);
         });
         return;
       }
@@ -523,10 +526,8 @@ export class SimCluster {
             ? { op: 'get', key: Buffer.from(key) }
             : { op: 'del', key: Buffer.from(key) };
       this.request(via, req, (res) => {
-        if (res.ok) this.history.ok(h, kind === 'get' ? (res.value?.toString() ?? null) : undefined);
-        else if (res.code === 'KV_ERR_TIMEOUT' || res.code === 'KV_ERR_SHUTTING_DOWN') this.history.info(h);
-        else this.history.fail(h);
-        this.at(this.now + tlo + this.rng.next() * (thi - tlo), () => loop(process));
+        record(h, res, kind === 'get' && res.ok ? (res.value?.toString() ?? null) : undefined);
+        thinkThen(process);
       });
     };
     for (let p = 0; p < opts.count; p++) this.at(this.now + this.rng.next() * 2, () => loop(p));
