@@ -110,6 +110,12 @@ export class NodeRuntime {
     await this.transport.start();
     this.ticker = setInterval(() => this.enqueue({ type: 'tick' }), this.config.tickMs);
     const parts = this.replica.partitions();
+    const { recovery, redoStats } = this.store;
+    if (recovery.base !== 'trusted' || redoStats.replayedRecords > 0) {
+      const msg = `storage recovered: database ${recovery.base === 'trusted' ? 'kept' : recovery.base === 'unverified' ? 'kept, unverified' : `rebuilt from ${recovery.base === 'snapshot' ? 'the snapshot' : 'empty'}`} (${recovery.reason}), ${redoStats.replayedRecords} redo records applied`;
+      if (recovery.base === 'unverified') this.log.warn({ ...recovery, ...redoStats }, msg);
+      else this.log.info({ ...recovery, ...redoStats }, msg);
+    }
     this.log.info(
       { partitions: parts.map((p) => p.partition), committed: parts.map((p) => p.committed) },
       `node ${this.name} started (storage ${this.store.dir}, durability ${this.config.durability})`,

@@ -17,12 +17,12 @@ import { crc32 } from 'node:zlib';
  *   [length u32 BE][crc32 u32 BE][payload]
  * and reading stops at the first record that is short or fails its checksum (a torn tail).
  *
- * Checkpoint: once the current file passes `rotateBytes`, it is synced and closed for
- * appends (`rotate`), new records go to the next file, and the caller flushes the database
- * file; after that the old file is deleted (`retire`). Replaying the files still present is
- * always safe: every record holds blind writes (set key to value, delete key), and the
- * database holds a prefix of the recorded sequence, so re-applying a suffix yields the
- * newest state.
+ * Checkpoint: once the log since the last one is long enough, the current file is synced and
+ * closed for appends (`rotate`), new records go to the next file, and the caller copies the
+ * database to its snapshot (storage.ts); after that the files set aside are deleted
+ * (`retireFile`). Replaying the files still present is always safe: every record holds blind
+ * writes (set key to value, delete key), and the database (or its snapshot) holds a prefix of
+ * the recorded sequence, so re-applying a suffix yields the newest state.
  */
 export class RedoLog {
   readonly dir: string;
@@ -92,8 +92,8 @@ export class RedoLog {
 
   /**
    * Makes the current file durable (synchronously: it is small and this happens once per
-   * `rotateBytes`), then starts the next file. Returns the finished file, which stays on disk
-   * (and its descriptor open, for flushes already started on it) until `retire`.
+   * checkpoint), then starts the next file. Returns the finished file, which stays on disk
+   * (and its descriptor open, for flushes already started on it) until a snapshot covers it.
    */
   rotate(): { fd: number; path: string } {
     fdatasyncSync(this.fd);
@@ -104,22 +104,15 @@ export class RedoLog {
     return old;
   }
 
-  /** Deletes a finished file once the database holds everything it recorded. */
-  retire(old: { fd: number; path: string }): void {
-    closeSync(old.fd);
-    RedoLog.retireFile(old.path);
-  }
-
-  /** Deletes a file (left by an earlier run, or finished) whose records the database holds. */
+  /** Deletes a file (left by an earlier run, or finished) whose records the snapshot holds. */
   static retireFile(path: string): void {
     unlinkSync(path);
     syncDir(dirname(path));
   }
 
-  /** Closes the current file; with `remove`, deletes it too (the database holds its records). */
-  close(remove: boolean): void {
+  /** Closes the current file (it stays until a snapshot covers it). */
+  close(): void {
     closeSync(this.fd);
-    if (remove) RedoLog.retireFile(this.path(this.number));
   }
 
   private path(n: number): string {
@@ -135,7 +128,7 @@ export class RedoLog {
 }
 
 /** fsync of a directory: makes the creation or removal of its entries durable. */
-function syncDir(dir: string): void {
+export function syncDir(dir: string): void {
   const d = openSync(dir, 'r');
   try {
     fsyncSync(d);

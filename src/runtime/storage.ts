@@ -1,4 +1,21 @@
-import { mkdirSync, openSync, closeSync, fdatasync, fdatasyncSync } from 'node:fs';
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  fdatasync,
+  fdatasyncSync,
+  fsync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { open } from 'lmdb';
 import { Packr } from 'msgpackr';
@@ -7,7 +24,7 @@ import type { MembershipState } from '../core/membership.ts';
 import { itemBytes, localPage, pageOf } from '../core/store.ts';
 import type { Entry, EntryKind, KeyValue, LocalKeyValue, Store } from '../core/store.ts';
 import { copyOf, splitRequestId } from '../core/request-id.ts';
-import { RedoLog } from './redo-log.ts';
+import { RedoLog, syncDir } from './redo-log.ts';
 
 /**
  * LMDB storage adapter (lmdb-js).
@@ -28,11 +45,19 @@ import { RedoLog } from './redo-log.ts';
  * at once and never block on the disk. Durability is a separate step. In `fsync` mode every
  * transaction's writes are also appended, just before LMDB commits it, as one record of a redo
  * log (redo-log.ts); `sync()` runs one fdatasync of that small sequential file in the thread
- * pool, covering every transaction committed before it started (group commit). LMDB's own file
- * is flushed only at checkpoints (each `rotateBytes` of redo log, and at close), after which the
- * older redo file is deleted; at open, the redo files still present are replayed. In `process`
- * mode there is neither: a committed transaction survives a process kill (it is in the page
- * cache) but not a power loss.
+ * pool, covering every transaction committed before it started (group commit).
+ *
+ * LMDB's own file is never relied on after a power loss: with MDB_NOSYNC and MDB_WRITEMAP the
+ * kernel writes its pages back in any order, so a machine crash can leave a torn B-tree. A
+ * checkpoint (once the redo log since the last one passes `checkpointBytes`) instead copies
+ * the database, from one read snapshot, to `snapshot.mdb` (synced, then renamed into place),
+ * and only then deletes the redo files it covers. At open, `data.mdb` is trusted if the marker
+ * file `boot` names this machine's current boot (the process died but the page cache, which
+ * holds every commit, did not) or says the last run closed cleanly (and flushed it); otherwise
+ * it is replaced by the snapshot (or by an empty database when the redo log still goes back to
+ * its first record). Then the redo records LMDB lacks are applied. In `process` mode there is
+ * neither redo log nor snapshot: a committed transaction survives a process kill (it is in the
+ * page cache) but not a power loss.
  */
 export type Durability = 'fsync' | 'process';
 
@@ -171,8 +196,108 @@ export interface LmdbStoreOptions {
   durability: Durability;
   /** Initial LMDB map size in bytes; by default lmdb-js starts small and grows it as needed. */
   mapSize?: number;
-  /** fsync mode: redo log bytes after which LMDB's file is flushed and the log restarted; default 32 MiB. */
+  /**
+   * fsync mode: redo log bytes after which the database is copied to its snapshot and the redo
+   * files it covers are deleted; default 32 MiB, or half the last snapshot's size if larger.
+   */
   checkpointBytes?: number;
+  /**
+   * This machine's boot id (default: /proc/sys/kernel/random/boot_id). Tests pass another one
+   * to act out a power loss: the page cache, and with it `data.mdb`, is then not trusted.
+   */
+  bootId?: string;
+}
+
+/** What the database file was taken to hold at open, and why (logged at start-up). */
+export interface Recovery {
+  /**
+   * `trusted`: `data.mdb` as it was; `snapshot`: replaced by the last snapshot; `empty`: replaced
+   * by an empty database (the redo log goes back to its first record); `unverified`: kept,
+   * although it may be torn, for lack of either (a directory of an older version).
+   */
+  base: 'trusted' | 'snapshot' | 'empty' | 'unverified';
+  reason: string;
+}
+
+/** Marker file: the boot id of the run writing the directory, or CLEAN after a clean close. */
+const MARKER = 'boot';
+const CLEAN = 'clean';
+const SNAPSHOT = 'snapshot.mdb';
+const SNAPSHOT_TMP = 'snapshot.tmp';
+/** Redo files (left by restarts) after which a checkpoint is taken whatever their size. */
+const MAX_REDO_FILES = 8;
+
+function readBootId(): string {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    // Unknown: every unclean stop is then treated as a power loss (safe, and slower to open).
+    return `unknown-${randomUUID()}`;
+  }
+}
+
+function readMarker(dir: string): string | null {
+  try {
+    return readFileSync(join(dir, MARKER), 'utf8').trim();
+  } catch {
+    return null;
+  }
+}
+
+/** Replaces the marker durably: written and synced under another name, renamed, directory synced. */
+function writeMarker(dir: string, value: string): void {
+  const tmp = join(dir, `${MARKER}.tmp`);
+  writeFileSync(tmp, `${value}\n`);
+  fsyncPath(tmp);
+  renameSync(tmp, join(dir, MARKER));
+  syncDir(dir);
+}
+
+function fsyncPath(path: string): void {
+  const fd = openSync(path, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Number of the first redo record still on disk, or null if there is none. */
+function firstRedoRecord(dir: string): number | null {
+  for (const f of RedoLog.files(dir)) {
+    const { records } = RedoLog.read(f.path);
+    if (records.length > 0) return (redoPackr.unpack(records[0]!) as [number])[0];
+  }
+  return null;
+}
+
+/**
+ * Before LMDB opens the directory: decides whether `data.mdb` can be trusted and, if not, puts
+ * in its place what the snapshot and the redo log can rebuild every durable write from.
+ */
+function prepareBase(dir: string, bootId: string): Recovery {
+  const data = join(dir, 'data.mdb');
+  if (!existsSync(data)) return { base: 'trusted', reason: 'new database' };
+  const marker = readMarker(dir);
+  if (marker === CLEAN) return { base: 'trusted', reason: 'the last run closed cleanly' };
+  if (marker === bootId) return { base: 'trusted', reason: 'the process stopped, the machine did not (page cache intact)' };
+  const why = marker === null ? 'no marker of the last run' : 'the machine restarted since the last run wrote (power loss or crash)';
+  const lock = join(dir, 'lock.mdb');
+  const snapshot = join(dir, SNAPSHOT);
+  if (existsSync(snapshot)) {
+    // A copy, not a rename: a crash during recovery starts it again from the same snapshot.
+    copyFileSync(snapshot, data);
+    fsyncPath(data);
+    rmSync(lock, { force: true });
+    return { base: 'snapshot', reason: why };
+  }
+  if (firstRedoRecord(dir) === 1) {
+    unlinkSync(data);
+    rmSync(lock, { force: true });
+    syncDir(dir);
+    return { base: 'empty', reason: why };
+  }
+  return { base: 'unverified', reason: `${why}; no snapshot yet (a directory of an older version)` };
 }
 
 export class LmdbStore implements Store {
@@ -200,7 +325,14 @@ export class LmdbStore implements Store {
   private redoSeq = 0;
   private readonly checkpointBytes: number;
   private checkpointing: Promise<void> | null = null;
-  readonly redoStats = { replayedRecords: 0, tornBytes: 0, checkpoints: 0 };
+  readonly redoStats = { replayedRecords: 0, tornBytes: 0, checkpoints: 0, checkpointErrors: 0 };
+  /** What `data.mdb` was taken to hold at open. */
+  readonly recovery: Recovery;
+  /** Redo files closed for appends and not yet covered by a snapshot, and their total size. */
+  private finished: { fd: number | null; path: string; bytes: number }[] = [];
+  private finishedBytes = 0;
+  /** Size of the last snapshot; a checkpoint waits for half as many redo bytes if that is more. */
+  private snapshotBytes = 0;
 
   /** Incremented by every write; `syncedGen` is the newest generation known durable. */
   private gen = 0;
@@ -222,6 +354,13 @@ export class LmdbStore implements Store {
     this.dir = dir;
     this.durability = opts.durability;
     mkdirSync(dir, { recursive: true });
+    rmSync(join(dir, SNAPSHOT_TMP), { recursive: true, force: true }); // a checkpoint cut short
+    const bootId = opts.bootId ?? readBootId();
+    const fresh = !existsSync(join(dir, 'data.mdb'));
+    this.recovery = prepareBase(dir, bootId);
+    // From here on, writes change the page cache of this boot (in process mode the marker is
+    // removed below).
+    if (this.durability === 'fsync') writeMarker(dir, bootId);
     this.env = open({
       path: dir,
       noSync: true, // we fsync ourselves, once per group of transactions (see sync())
@@ -276,9 +415,29 @@ export class LmdbStore implements Store {
     // Data directories of versions that kept pending entries in LMDB: those rows are never
     // read again (a restarted node re-reads pending entries from its chain).
     if (names.has('pending')) this.env.openDB({ name: 'pending', keyEncoding: 'binary' }).dropSync();
-    if (leftover.length > 0 || migrated) fdatasyncSync(this.fd);
-    for (const f of leftover) RedoLog.retireFile(f.path);
-    if (this.durability === 'fsync') this.redo = new RedoLog(dir);
+    if (this.durability === 'fsync') {
+      // The leftover files stay until a snapshot covers them: after a power loss later in this
+      // run, the snapshot and every redo file since it are what rebuilds the database.
+      const covered = fresh || existsSync(join(dir, SNAPSHOT)) || firstRedoRecord(dir) === 1;
+      for (const f of leftover) {
+        const bytes = statSync(f.path).size;
+        if (bytes === 0) RedoLog.retireFile(f.path);
+        else this.finished.push({ fd: null, path: f.path, bytes });
+      }
+      this.finishedBytes = this.finished.reduce((n, f) => n + f.bytes, 0);
+      this.snapshotBytes = existsSync(join(dir, SNAPSHOT)) ? statSync(join(dir, SNAPSHOT)).size : 0;
+      this.redo = new RedoLog(dir);
+      // Without a snapshot, a directory whose redo log no longer reaches its first record (of an
+      // older version, or migrated just now) gets one at once.
+      if (!covered || migrated || this.finished.length >= MAX_REDO_FILES) this.checkpoint();
+    } else {
+      // Process mode promises nothing across a power loss: the database file is all there is.
+      if (leftover.length > 0 || migrated) fdatasyncSync(this.fd);
+      for (const f of leftover) RedoLog.retireFile(f.path);
+      rmSync(join(dir, SNAPSHOT), { force: true });
+      rmSync(join(dir, MARKER), { force: true });
+      syncDir(dir);
+    }
     for (const { key, value } of this.meta.getRange({})) {
       const m = /^(c|x|i|n):(\d+)$/.exec(key);
       if (m === null) continue;
@@ -403,41 +562,75 @@ export class LmdbStore implements Store {
     const n = ++this.redoSeq;
     this.redo.append(redoPackr.pack([n, ops]));
     this.meta.putSync(REDO_SEQ_KEY, n);
-    if (this.redo.bytes >= this.checkpointBytes && this.checkpointing === null) this.checkpoint();
+    if (this.checkpointing === null && this.finishedBytes + this.redo.bytes >= Math.max(this.checkpointBytes, this.snapshotBytes / 2)) {
+      this.checkpoint();
+    }
   }
 
   /**
-   * Restarts the redo log: the current file is synced and set aside, new records go to a
-   * fresh file, LMDB's file is flushed (covering every transaction in the old file, all of
-   * them committed by now), and then the old file is deleted.
+   * Restarts the redo log and snapshots the database: the current file is synced and set
+   * aside, new records go to a fresh file, the database is copied (from one read snapshot,
+   * taken once the current transaction has committed, so it holds every record of the files
+   * set aside) to `snapshot.mdb`, and then those files are deleted.
    */
   private checkpoint(): void {
     const redo = this.redo!;
-    const old = redo.rotate();
+    const bytes = redo.bytes;
+    this.finished.push({ ...redo.rotate(), bytes });
+    this.finishedBytes += bytes;
     // Everything written so far is in the old file, now durable.
     this.markDurable(this.gen);
     this.unsynced = new KeySet();
     this.inSync = new KeySet();
+    const covered = [...this.finished];
     const inFlight = this.syncing ?? Promise.resolve();
     this.checkpointing = inFlight
       .catch(() => undefined)
-      .then(
-        () =>
-          new Promise<void>((resolve, reject) => {
-            // Runs once the current transaction has committed (the caller is inside it).
-            setImmediate(() => fdatasync(this.fd, (err) => (err === null ? resolve() : reject(err))));
-          }),
-      )
+      // Runs once the current transaction has committed (the caller may be inside it).
+      .then(() => new Promise<void>((resolve) => setImmediate(resolve)))
+      .then(() => this.snapshot())
       .then(() => {
-        redo.retire(old);
+        for (const f of covered) {
+          if (f.fd !== null) closeSync(f.fd);
+          RedoLog.retireFile(f.path);
+          this.finishedBytes -= f.bytes;
+        }
+        this.finished = this.finished.filter((f) => !covered.includes(f));
         this.redoStats.checkpoints++;
       })
       .finally(() => {
         this.checkpointing = null;
       });
-    // A failed flush leaves the old file in place (replayed at the next start); the next
-    // checkpoint tries again.
-    this.checkpointing.catch(() => undefined);
+    // A failed snapshot leaves the files in place (with the previous snapshot, they still
+    // rebuild everything); the next checkpoint tries again.
+    this.checkpointing.catch(() => {
+      this.redoStats.checkpointErrors++;
+    });
+  }
+
+  /**
+   * Copies the database to `snapshot.mdb`: LMDB's copy (a read transaction, so one consistent
+   * state, written with O_DIRECT in a worker thread) to a temporary directory, synced, then
+   * renamed over the previous snapshot.
+   */
+  private async snapshot(): Promise<void> {
+    const tmp = join(this.dir, SNAPSHOT_TMP);
+    rmSync(tmp, { recursive: true, force: true });
+    mkdirSync(tmp);
+    await this.env.backup(tmp, false);
+    const copy = join(tmp, 'data.mdb');
+    await new Promise<void>((resolve, reject) => {
+      const fd = openSync(copy, 'r');
+      fsync(fd, (err) => {
+        closeSync(fd);
+        if (err === null) resolve();
+        else reject(err);
+      });
+    });
+    renameSync(copy, join(this.dir, SNAPSHOT));
+    syncDir(this.dir);
+    rmSync(tmp, { recursive: true, force: true });
+    this.snapshotBytes = statSync(join(this.dir, SNAPSHOT)).size;
   }
 
   // ------------------------------------------------------------------ reads
@@ -788,14 +981,16 @@ export class LmdbStore implements Store {
     await this.sync().catch(() => undefined);
     await this.checkpointing?.catch(() => undefined);
     if (this.redo !== null) {
-      // A clean close leaves no redo log: LMDB's file is flushed and holds everything.
-      let flushed = true;
+      // A clean close flushes LMDB's file and says so in the marker: the next run trusts it
+      // even after a power loss in between. The redo files stay until a snapshot covers them.
+      this.redo.close();
+      for (const f of this.finished) if (f.fd !== null) closeSync(f.fd);
       try {
         fdatasyncSync(this.fd);
+        writeMarker(this.dir, CLEAN);
       } catch {
-        flushed = false;
+        // Not flushed: the marker still names this boot, as after a crash.
       }
-      this.redo.close(flushed);
     }
     closeSync(this.fd);
     await this.env.close();

@@ -255,7 +255,7 @@ test('a data directory with the older single log database is migrated at open, b
   const row = Buffer.alloc(8);
   row.writeUIntBE(1, 2, 6);
   redo.append(new Packr({ useRecords: false, moreTypes: false }).pack([redoSeq + 1, [[1, row]]]));
-  redo.close(false);
+  redo.close();
   s = new LmdbStore(dir, { durability: 'fsync' });
   assert.equal(s.redoStats.replayedRecords, 1);
   assert.deepEqual(s.changesAfter(0, 0, 10).map((e) => [e.seq, e.kind, e.key.toString(), e.value?.toString()]), [[2, 'put', 'a', '2']]);
