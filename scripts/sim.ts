@@ -5,7 +5,8 @@
  * Options: --from N, --duration MS (virtual load time per seed), --clients N, --no-faults,
  * --trace-key K (with --verbose: every delivered message about key K, and every view change),
  * --keep-log-seqs N, --id-horizon-ms MS (request ids storage keeps per partition, by count and
- * by time since commit; defaults 200,000 and requestTimeoutMs + 1 s).
+ * by time since commit; defaults 200,000 and requestTimeoutMs + 1 s), --wipes (a quarter of the
+ * crashes come back with an empty disk).
  * Exit code 1 if any seed fails; each failure prints the command that replays it.
  */
 import { parseArgs } from 'node:util';
@@ -23,6 +24,7 @@ const { values } = parseArgs({
     'trace-key': { type: 'string', default: '' },
     'keep-log-seqs': { type: 'string' },
     'id-horizon-ms': { type: 'string' },
+    wipes: { type: 'boolean', default: false },
   },
 });
 
@@ -31,7 +33,8 @@ const durationMs = Number(values.duration);
 const keep = values['keep-log-seqs'];
 const horizon = values['id-horizon-ms'];
 const timing = { ...(keep === undefined ? {} : { keepLogSeqs: Number(keep) }), ...(horizon === undefined ? {} : { idHorizonMs: Number(horizon) }) };
-const keepFlag = `${keep === undefined ? '' : ` --keep-log-seqs ${keep}`}${horizon === undefined ? '' : ` --id-horizon-ms ${horizon}`}`;
+const wipes = values.wipes;
+const keepFlag = `${keep === undefined ? '' : ` --keep-log-seqs ${keep}`}${horizon === undefined ? '' : ` --id-horizon-ms ${horizon}`}${wipes ? ' --wipes' : ''}`;
 const clients = Number(values.clients);
 const faults = !values['no-faults'];
 const one = values.seed !== undefined;
@@ -41,7 +44,7 @@ const started = Date.now();
 let failed = 0;
 let ops = 0;
 for (let seed = from; seed < from + count; seed++) {
-  const r = runSeed({ seed, durationMs, clients, faults, keepLogs: values.verbose, traceKey: values['trace-key'], timing });
+  const r = runSeed({ seed, durationMs, clients, faults, keepLogs: values.verbose, traceKey: values['trace-key'], timing, wipes });
   ops += r.ops;
   if (values.verbose) {
     console.log(r.logs.join('\n'));

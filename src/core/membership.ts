@@ -20,6 +20,17 @@ import type { NodeState, View } from './view.ts';
  * node ever holds a lease on a view after a view removing it was decided. The promise is
  * dropped early for a node proven dead (its port refused a connection, or it came back as a
  * new incarnation), so a crash costs no lease wait. See docs/design.md §4.
+ *
+ * A node that starts with no Raft state at all (a new cluster, or a wiped disk: it cannot
+ * tell which) is amnesiac: it may have voted, acknowledged entries and promised leases in a
+ * life it forgot. It asks every other node for its term, last log index and whether it holds
+ * data (`probe`), and until each has answered or been proven dead (its connection refused),
+ * and enough have answered to make a majority with it, it votes for no one, grants and asks
+ * no lease, and does not campaign. Then it never votes in a term up to the highest answered (every term
+ * it could have voted in is known to the candidate it voted for); it votes at all only once
+ * its log holds every committed entry: at once if every log answered is the initial one,
+ * otherwise after a leader's append reached the end of the leader's log. If any node holds
+ * data, its own data is gone and it must rejoin through catch-up (`rejoin`).
  */
 
 export interface LogEntry {
@@ -33,6 +44,19 @@ export interface MembershipState {
   log: LogEntry[];
   /** Highest log index known committed (persisted so that a restart knows its last decided view). */
   commit: number;
+  /** Present while recovering from a start without Raft state (see the class comment). */
+  amnesia?: Amnesia;
+}
+
+export interface Amnesia {
+  /** Every other node has answered the probe. */
+  resolved: boolean;
+  /** No vote is granted in a term up to this one (the highest term answered). */
+  noVoteThrough: number;
+  /** The log holds every committed entry: votes and lease grants are safe again. */
+  logTrusted: boolean;
+  /** The node's data is gone while others hold data: it must leave its chains and catch up. */
+  rejoin: boolean;
 }
 
 export type MembershipMsg =
@@ -42,8 +66,11 @@ export type MembershipMsg =
   | { t: 'aer'; term: number; ok: boolean; match: number; blocked?: boolean }
   | { t: 'lq'; e: number; r: number; inc: string }
   | { t: 'lg'; e: number; r: number }
-  /** node -> leader: I am back (new incarnation or reset) and want to rejoin. */
-  | { t: 'join'; inc: string }
+  /** node -> leader: I am back (new incarnation or reset) and want to rejoin; `reset`: my data is gone. */
+  | { t: 'join'; inc: string; reset?: boolean }
+  /** amnesiac node -> every node: what do you know? */
+  | { t: 'probe' }
+  | { t: 'probed'; term: number; last: number; data: boolean }
   /** node -> leader: I have caught up every partition of mine under `e`. */
   | { t: 'caught'; e: number; inc: string };
 
@@ -87,7 +114,14 @@ export interface MembershipHost {
   onCommittedView(view: View): void;
   /** An operator-facing log line (why the leader changes a view). */
   log?(msg: string, data: Record<string, unknown>): void;
+  /** Whether this node holds any committed data (answered to an amnesiac node's probe). */
+  hasData(): boolean;
+  /** An amnesiac node heard from every other node; `rejoin`: its data must be copied back. */
+  onResolved(rejoin: boolean): void;
 }
+
+/** Entries per append message; an append with fewer reaches the end of the leader's log. */
+const APPEND_MAX_ENTRIES = 64;
 
 type Role = 'follower' | 'candidate' | 'leader';
 
@@ -116,7 +150,7 @@ export class Membership {
   private lastHeard = new Map<string, number>();
   private heartbeatAt = 0;
   private leaderSince = 0;
-  private readonly joinRequests = new Map<string, string>();
+  private readonly joinRequests = new Map<string, { inc: string; reset: boolean }>();
   private readonly caughtUp = new Map<string, number>();
 
   // lease holder state
@@ -131,6 +165,13 @@ export class Membership {
   /** Nodes proven dead (refused connection), with the time. */
   private readonly deadAt = new Map<string, number>();
 
+  // amnesia (a start without Raft state): null once nothing is left to guard
+  private amnesia: Amnesia | null;
+  private readonly probeAnswers = new Map<string, { term: number; last: number; data: boolean }>();
+  private probeAt = -Infinity;
+  private probeSince = -1;
+  private probeWaitLoggedAt = 0;
+
   constructor(host: MembershipHost, initial: View, persisted: MembershipState | null, timing: MembershipTiming, incarnation: string) {
     this.host = host;
     this.timing = timing;
@@ -141,11 +182,13 @@ export class Membership {
       this.votedFor = persisted.votedFor;
       this.log = persisted.log;
       this.commit = Math.min(persisted.commit, persisted.log.length - 1);
+      this.amnesia = persisted.amnesia ?? null;
     } else {
       this.term = 0;
       this.votedFor = null;
       this.log = [{ term: 0, view: initial }];
       this.commit = 0;
+      this.amnesia = { resolved: false, noVoteThrough: 0, logTrusted: false, rejoin: false };
     }
     this.electionAt = this.randomElectionTimeout();
   }
@@ -172,6 +215,28 @@ export class Membership {
     return this.term;
   }
 
+  /** False while an amnesiac node has not heard from every node (it must not serve yet). */
+  get resolved(): boolean {
+    return this.amnesia === null || this.amnesia.resolved;
+  }
+
+  /** True while an amnesiac node's data must be copied back before it serves. */
+  get mustRejoin(): boolean {
+    return this.amnesia?.rejoin === true;
+  }
+
+  /** Votes and lease grants are safe: no forgotten vote, promise or entry can be contradicted. */
+  private get trusted(): boolean {
+    return this.amnesia === null || (this.amnesia.resolved && this.amnesia.logTrusted);
+  }
+
+  /** The node left its chains (its view says down or joining): its catch-up restores its data. */
+  rejoined(): void {
+    if (this.amnesia === null || !this.amnesia.rejoin) return;
+    this.amnesia.rejoin = false;
+    this.persist();
+  }
+
   /** Whether this node holds a read lease on view epoch `e` at time `now`. */
   hasLease(e: number, now: number): boolean {
     return this.leaseEpoch === e && now < this.leaseUntil;
@@ -190,13 +255,29 @@ export class Membership {
 
   tick(now: number): void {
     this.now = now;
+    this.resolveIfAnswered(); // a cluster of one has no one to ask
+    if (this.amnesia !== null && !this.amnesia.resolved && now >= this.probeAt) {
+      this.probeAt = now + 2 * this.timing.heartbeatMs;
+      // Nodes proven dead are asked too: one that comes back answers.
+      for (const n of this.host.names) if (n !== this.host.self && !this.probeAnswers.has(n)) this.host.send(n, { t: 'probe' }, false);
+      const missing = this.unanswered();
+      if (this.probeSince < 0) this.probeSince = now;
+      else if (now - this.probeSince >= 5000 && now - this.probeWaitLoggedAt >= 5000) {
+        this.probeWaitLoggedAt = now;
+        this.host.log?.(
+          `started without state: waiting for ${missing.length > 0 ? missing.join(', ') : 'a majority'} to answer before voting or serving (design.md §4.7)`,
+          { missing },
+        );
+      }
+    }
     if (this.role === 'leader') {
       if (now >= this.heartbeatAt) this.broadcastAppend();
       this.master();
     } else if (now >= this.electionAt) {
-      this.campaign();
+      if (this.trusted) this.campaign();
+      else this.electionAt = now + this.randomElectionTimeout();
     }
-    if (now >= this.leaseAskAt) this.askLease();
+    if (now >= this.leaseAskAt && this.trusted) this.askLease();
   }
 
   /** The runtime saw a connection to `node` refused: its process is gone. */
@@ -204,6 +285,7 @@ export class Membership {
     this.now = now;
     this.deadAt.set(node, now);
     this.promises.delete(node);
+    this.resolveIfAnswered();
   }
 
   onMessage(from: string, msg: MembershipMsg, now: number): void {
@@ -227,8 +309,13 @@ export class Membership {
       case 'join':
         this.deadAt.delete(from);
         if (this.promises.get(from)?.inc !== msg.inc) this.promises.delete(from);
-        if (this.role === 'leader') this.joinRequests.set(from, msg.inc);
+        if (this.role === 'leader') this.joinRequests.set(from, { inc: msg.inc, reset: msg.reset === true });
         return;
+      case 'probe':
+        this.host.send(from, { t: 'probed', term: this.term, last: this.lastIndex(), data: this.host.hasData() }, false);
+        return;
+      case 'probed':
+        return this.onProbed(from, msg);
       case 'caught':
         if (this.role === 'leader' && msg.e === this.committedView.epoch) this.caughtUp.set(from, msg.e);
         return;
@@ -238,7 +325,7 @@ export class Membership {
   /** Asks the leader to take this node back (after a restart, or after finding itself removed). */
   requestJoin(): void {
     const to = this.leader;
-    const msg: MembershipMsg = { t: 'join', inc: this.incarnation };
+    const msg: MembershipMsg = { t: 'join', inc: this.incarnation, ...(this.mustRejoin ? { reset: true } : {}) };
     if (to === null) {
       for (const n of this.host.names) if (n !== this.host.self) this.host.send(n, msg, false);
     } else this.host.send(to, msg, false);
@@ -263,7 +350,55 @@ export class Membership {
   }
 
   private persist(): void {
-    this.host.persist({ term: this.term, votedFor: this.votedFor, log: this.log, commit: this.commit });
+    this.settleAmnesia();
+    this.host.persist({ term: this.term, votedFor: this.votedFor, log: this.log, commit: this.commit, ...(this.amnesia !== null ? { amnesia: this.amnesia } : {}) });
+  }
+
+  private onProbed(from: string, msg: Extract<MembershipMsg, { t: 'probed' }>): void {
+    const a = this.amnesia;
+    if (a === null || a.resolved) return;
+    this.probeAnswers.set(from, { term: msg.term, last: msg.last, data: msg.data });
+    this.resolveIfAnswered();
+  }
+
+  /** Nodes an amnesiac node still waits for: neither answered nor proven dead (connection refused). */
+  private unanswered(): string[] {
+    return this.host.names.filter((n) => n !== this.host.self && !this.probeAnswers.has(n) && !this.deadAt.has(n));
+  }
+
+  private resolveIfAnswered(): void {
+    const a = this.amnesia;
+    // And at least a majority with this node: with every other node refusing (a whole cluster
+    // restarting at once) there is nothing to go by.
+    if (a === null || a.resolved || this.unanswered().length > 0 || this.probeAnswers.size < this.majority - 1) return;
+    // Nodes proven dead are left out: a vote we gave one of them in a life we forgot counted
+    // only for a candidacy its process held in memory, which died with it.
+    const answers = [...this.probeAnswers.values()];
+    const maxTerm = Math.max(0, ...answers.map((x) => x.term));
+    a.resolved = true;
+    a.noVoteThrough = maxTerm;
+    // A committed entry is on a majority, so on some node other than this one: if every
+    // other log is the initial one, nothing beyond it was ever committed.
+    if (answers.every((x) => x.last === 0)) a.logTrusted = true;
+    a.rejoin = answers.some((x) => x.data);
+    if (maxTerm > this.term) {
+      this.term = maxTerm;
+      this.votedFor = null;
+    }
+    this.host.log?.(
+      a.rejoin
+        ? `started without state while the cluster holds data: catching up before serving (no vote through term ${maxTerm})`
+        : `started without state in a cluster without data (no vote through term ${maxTerm})`,
+      { noVoteThrough: maxTerm, logTrusted: a.logTrusted, rejoin: a.rejoin },
+    );
+    this.persist();
+    this.host.onResolved(a.rejoin);
+  }
+
+  /** Drops the amnesia record once it guards nothing: resolved, log trusted, no rejoin, past its term. */
+  private settleAmnesia(): void {
+    const a = this.amnesia;
+    if (a !== null && a.resolved && a.logTrusted && !a.rejoin && this.term > a.noVoteThrough) this.amnesia = null;
   }
 
   private becomeFollower(term: number, leader: string | null): void {
@@ -297,7 +432,8 @@ export class Membership {
     if (msg.term > this.term) this.becomeFollower(msg.term, null);
     const last = this.lastIndex();
     const upToDate = msg.lastTerm > this.log[last]!.term || (msg.lastTerm === this.log[last]!.term && msg.last >= last);
-    const granted = msg.term === this.term && upToDate && (this.votedFor === null || this.votedFor === from);
+    const amnesiaAllows = this.amnesia === null || (this.trusted && msg.term > this.amnesia.noVoteThrough);
+    const granted = msg.term === this.term && upToDate && amnesiaAllows && (this.votedFor === null || this.votedFor === from);
     if (granted && this.votedFor !== from) {
       this.votedFor = from;
       this.electionAt = this.now + this.randomElectionTimeout();
@@ -342,7 +478,7 @@ export class Membership {
   private sendAppend(to: string): void {
     const next = this.nextIndex.get(to) ?? this.lastIndex() + 1;
     const prev = Math.max(0, next - 1);
-    const entries = this.log.slice(prev + 1, prev + 1 + 64);
+    const entries = this.log.slice(prev + 1, prev + 1 + APPEND_MAX_ENTRIES);
     // Entries go out only once durable here (a leader counts itself in the majority).
     this.host.send(to, { t: 'ae', term: this.term, prev, prevTerm: this.log[prev]!.term, entries, commit: this.commit }, entries.length > 0);
   }
@@ -390,7 +526,10 @@ export class Membership {
     const newCommit = Math.min(msg.commit, match);
     const changed = newCommit > this.commit;
     if (changed) this.commit = newCommit;
-    if (fresh.length > 0 || changed) this.persist();
+    // An amnesiac log that now reaches the end of a leader's log holds every committed entry.
+    const trustedNow = this.amnesia !== null && !this.amnesia.logTrusted && msg.entries.length < APPEND_MAX_ENTRIES;
+    if (trustedNow) this.amnesia!.logTrusted = true;
+    if (fresh.length > 0 || changed || trustedNow) this.persist();
     this.host.send(from, { t: 'aer', term: this.term, ok: true, match }, fresh.length > 0);
     if (changed) this.host.onCommittedView(this.committedView);
   }
@@ -461,9 +600,13 @@ export class Membership {
         return this.append(next(node, 'down'));
       }
     }
-    for (const node of this.joinRequests.keys()) {
+    for (const [node, { reset }] of this.joinRequests) {
       this.joinRequests.delete(node);
       if (view.states[node] === 'down') return this.append(next(node, 'joining'));
+      if (reset && view.states[node] === 'up' && !this.blockedByPromise(view, next(node, 'down'))) {
+        this.host.log?.(`marking ${node} down: it restarted without its data`, { target: node, reason: 'reset' });
+        return this.append(next(node, 'down'));
+      }
     }
     for (const [node, e] of this.caughtUp) {
       this.caughtUp.delete(node);
@@ -476,7 +619,8 @@ export class Membership {
   private askLease(): void {
     this.leaseAskAt = this.now + this.timing.leaseRenewMs;
     const view = this.committedView;
-    if (view.states[this.host.self] !== 'up') return;
+    // A node whose data is gone serves nothing; a lease would only hold up its removal.
+    if (view.states[this.host.self] !== 'up' || this.mustRejoin) return;
     const r = ++this.leaseRound;
     this.rounds.set(r, { e: view.epoch, t0: this.now, grants: new Set() });
     this.rounds.delete(r - 8);
@@ -488,6 +632,8 @@ export class Membership {
   }
 
   private onLeaseRequest(from: string, msg: Extract<MembershipMsg, { t: 'lq' }>): void {
+    // An amnesiac node may have appended (and forgotten) a view that removes the asker.
+    if (!this.trusted) return;
     const latest = this.latestView;
     // Grant only on the view we would also decide next: no newer view in our log, asker up.
     if (latest.epoch !== msg.e || this.committedView.epoch !== msg.e || latest.states[from] !== 'up') return;

@@ -55,7 +55,7 @@ export type Result =
   | { ok: false; retry: true; why: string }
   | { ok: false; retry: false; code: ErrorCode; message: string };
 
-const MEMBERSHIP_TYPES = new Set(['rv', 'rvr', 'ae', 'aer', 'lq', 'lg', 'join', 'caught']);
+const MEMBERSHIP_TYPES = new Set(['rv', 'rvr', 'ae', 'aer', 'lq', 'lg', 'join', 'caught', 'probe', 'probed']);
 
 export function isMembershipMsg(msg: PeerMsg): msg is MembershipMsg {
   return MEMBERSHIP_TYPES.has(msg.t);
@@ -191,7 +191,13 @@ export function parsePeerMsg(x: unknown, partitions: number, names: ReadonlySet<
       ok = isNat(x.e) && isNat(x.r);
       break;
     case 'join':
-      ok = isStr(x.inc);
+      ok = isStr(x.inc) && (x.reset === undefined || typeof x.reset === 'boolean');
+      break;
+    case 'probe':
+      ok = true;
+      break;
+    case 'probed':
+      ok = isNat(x.term) && isNat(x.last) && typeof x.data === 'boolean';
       break;
     case 'caught':
       ok = isNat(x.e) && isStr(x.inc);

@@ -10,7 +10,7 @@ import { coalesce } from './coalesce.ts';
 import { KEEP_LOG_SEQS, PAGE_BYTES, itemBytes, pageIsFull, pageOf } from './store.ts';
 import type { Entry, EntryKind, LocalKeyValue, Store } from './store.ts';
 import { initialView, servingChain } from './view.ts';
-import type { View } from './view.ts';
+import type { NodeState, View } from './view.ts';
 
 /**
  * The protocol core of one node: a deterministic state machine. The runtime (or the
@@ -239,6 +239,15 @@ export class RecentIds {
     const v = this.current.get(p)?.get(prefix)?.get(counter) ?? this.previous.get(p)?.get(prefix)?.get(counter);
     return v === undefined ? undefined : { p, seq: Math.floor(v / 2), existed: v % 2 === 1 };
   }
+  /** Forgets an id recorded for `seq` (a pending entry that was dropped, never committed). */
+  forget(id: string, p: number, seq: number): void {
+    const [prefix, counter] = splitRequestId(id);
+    for (const gen of [this.current, this.previous]) {
+      const ids = gen.get(p)?.get(prefix);
+      const v = ids?.get(counter);
+      if (v !== undefined && Math.floor(v / 2) === seq) ids!.delete(counter);
+    }
+  }
   set(id: string, w: RecentWrite, now: number): void {
     if (this.currentSize === 0) this.currentSince = now;
     const [prefix, counter] = splitRequestId(id);
@@ -309,6 +318,9 @@ export class Replica {
         random: () => this.random(),
         onCommittedView: (view) => this.applyView(view),
         log: (msg, data) => this.log('info', msg, data),
+        // Committed or only received: a write the tail acknowledged may still be pending here.
+        hasData: () => [...this.parts.values()].some((s) => s.committed > 0 || s.last > 0 || s.pending.length > 0),
+        onResolved: (rejoin) => this.onAmnesiaResolved(rejoin),
       },
       initialView(this.ring),
       this.store.loadMembership(),
@@ -316,14 +328,14 @@ export class Replica {
       this.incarnation,
     );
     this.view = this.membership.committedView;
-    const selfUp = this.view.states[this.self] === 'up';
+    const selfUp = this.selfState(this.view) === 'up';
     for (const p of this.ring.partitionsOf(this.self)) {
       const committed = this.store.committedSeq(p);
       const chain = this.chainOf(p);
       const isTail = chain[chain.length - 1] === this.self;
       this.parts.set(p, {
         p,
-        mode: selfUp ? 'member' : this.view.states[this.self] === 'joining' ? 'catchup' : 'out',
+        mode: selfUp ? 'member' : this.selfState(this.view) === 'joining' ? 'catchup' : 'out',
         committed,
         last: committed,
         pending: [],
@@ -443,13 +455,38 @@ export class Replica {
 
   // ---------------------------------------------------------------- views
 
+  /**
+   * This node's state in `view` as far as its data goes: a node that started without state
+   * serves nothing until it knows whether the cluster holds data (membership's probe), and,
+   * if it does, until it has left its chains and caught up like a returning node.
+   */
+  private selfState(view: View): NodeState {
+    const state = view.states[this.self]!;
+    return state === 'up' && (!this.membership.resolved || this.membership.mustRejoin) ? 'down' : state;
+  }
+
+  /** An amnesiac start learned whether the cluster holds data. */
+  private onAmnesiaResolved(rejoin: boolean): void {
+    if (rejoin || this.view.states[this.self] !== 'up') return;
+    // A cluster without data: an empty history is a complete one. Enter the chains as a
+    // restarted node would.
+    for (const s of this.parts.values()) {
+      const chain = this.chainOf(s.p);
+      s.mode = 'member';
+      s.ready = false;
+      s.level = chain[chain.length - 1] === this.self;
+      s.syncSentAt = -Infinity;
+      if (s.level) this.becomeReady(s);
+    }
+  }
+
   private applyView(view: View): void {
     const old = this.view;
     if (view.epoch === old.epoch) return;
     this.view = view;
     this.membership.renewLeaseNow();
-    const selfState = view.states[this.self];
-    const wasUp = old.states[this.self] === 'up';
+    const selfState = this.selfState(view);
+    const wasUp = this.selfState(old) === 'up';
     const changes = this.ring.nodes.map((n) => n.name).filter((n) => old.states[n] !== view.states[n]);
     this.log('info', `view ${view.epoch}: ${changes.map((n) => `${n} ${old.states[n]}->${view.states[n]}`).join(', ') || 'no state change'}`, {
       epoch: view.epoch,
@@ -487,6 +524,9 @@ export class Replica {
     // Left the chain: what was never committed here is forgotten (the chain keeps it or
     // it was never acknowledged); waiting coordinators retry against the new head.
     if (s.pending.length > 0) this.store.dropPending(s.p);
+    // Their request ids too: the chain may give these seqs to other writes, and a retry must
+    // then be applied anew, not taken for the write now at that seq.
+    for (const e of s.pending) if (e.id !== '') this.recent.forget(e.id, s.p, e.seq);
     s.pending = [];
     s.dirty.clear();
     s.pendingClearSeq = 0;
@@ -612,7 +652,10 @@ export class Replica {
       }
     }
     const selfState = this.view.states[this.self];
-    if (selfState === 'down' && this.now - this.joinAskedAt >= 250) {
+    // A node whose data is gone leaves its chains first (the leader marks it down), then
+    // comes back like any returning node.
+    if (this.membership.mustRejoin && selfState !== 'up') this.membership.rejoined();
+    if (this.membership.resolved && this.selfState(this.view) === 'down' && this.now - this.joinAskedAt >= 250) {
       // We were taken out of the view (or restarted into a view that took us out): ask back in.
       this.joinAskedAt = this.now;
       this.membership.requestJoin();

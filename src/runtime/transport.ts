@@ -67,10 +67,12 @@ export interface TransportOptions {
  * Version of the peer protocol (the messages of core/messages.ts and this framing), sent in
  * every hello. A node accepts connections only from nodes of the same version: messages
  * change meaning between versions (since version 2, a levelling answer may be one page of
- * several, which an older node would take for the whole), so every node of a cluster must
- * run the same version. Hellos without a version come from nodes before version 2.
+ * several, which an older node would take for the whole; since version 3, a node that starts
+ * without state probes every node before it votes, which an older node would not answer), so
+ * every node of a cluster must run the same version. Hellos without a version come from nodes
+ * before version 2.
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** An authenticated hello may be this far from the listener's clock (nodes' clocks differ). */
 export const HELLO_MAX_SKEW_MS = 5 * 60 * 1000;

@@ -256,6 +256,17 @@ export class SimCluster {
     this.scheduleRefusals(node);
   }
 
+  /**
+   * SIGKILL and a new, empty disk: the node's store and Raft state are gone (a replaced disk, a
+   * wiped data directory). It comes back with `restart` under the same name.
+   */
+  wipe(name: string): void {
+    this.crash(name, true);
+    const node = this.node(name);
+    node.store = new MemoryStore();
+    node.store.sync();
+  }
+
   /** While a node is down, every peer's reconnect attempts are refused (its port is closed). */
   private scheduleRefusals(dead: SimNode): void {
     for (const other of this.nodes.values()) {

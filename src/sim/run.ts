@@ -29,6 +29,8 @@ export interface RunOptions {
   timing?: Partial<ReplicaTiming>;
   /** Share of client operations that delete a whole partition (`*` is one such clear per partition); default 0.01. */
   clearRate?: number;
+  /** Also wipe nodes: a quarter of the crashes come back with an empty store and Raft state. */
+  wipes?: boolean;
 }
 
 export interface RunResult {
@@ -43,7 +45,7 @@ export interface RunResult {
   logs: string[];
 }
 
-type Fault = 'crash' | 'pause' | 'isolate';
+type Fault = 'crash' | 'wipe' | 'pause' | 'isolate';
 
 export function runSeed(opts: RunOptions): RunResult {
   try {
@@ -95,7 +97,7 @@ function runSeedUnchecked(opts: RunOptions): RunResult {
     const heal = (): void => {
       if (current === null) return;
       const { node, kind } = current;
-      if (kind === 'crash') sim.restart(node);
+      if (kind === 'crash' || kind === 'wipe') sim.restart(node);
       else if (kind === 'pause') sim.resume(node);
       else sim.heal(node);
       faults.push(`${sim.now.toFixed(0)} heal ${kind} ${node}`);
@@ -110,11 +112,12 @@ function runSeedUnchecked(opts: RunOptions): RunResult {
         if (joining !== undefined && round % 3 === 2) node = joining;
         else if (allUp()) node = round % 2 === 0 ? aims[Math.floor(round / 2) % 3] : rng.pick(sim.names);
         if (node !== undefined) {
-          const kind: Fault = rng.pick(['crash', 'crash', 'pause', 'isolate'] as const);
+          const kind: Fault = opts.wipes === true && rng.next() < 0.25 ? 'wipe' : rng.pick(['crash', 'crash', 'pause', 'isolate'] as const);
           round++;
           current = { node, kind };
           faults.push(`${sim.now.toFixed(0)} ${kind} ${node}`);
           if (kind === 'crash') sim.crash(node, true);
+          else if (kind === 'wipe') sim.wipe(node);
           else if (kind === 'pause') sim.pause(node);
           else sim.isolate(node);
           sim.at(sim.now + 150 + rng.next() * 1500, heal);

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -64,6 +65,35 @@ test('a node killed during writes and deletes catches up (deletes included) and 
   for (let i = 0; i < 500; i++) {
     const key = `rk-${i}`;
     const expected = i % 4 === 1 ? undefined : i % 2 === 0 ? `w${i}` : `v${i}`;
+    const mine = ring.canonicalChain(ring.partitionOf(key)).includes(victim);
+    assert.equal(local.get(key), mine ? expected : undefined, `${key} on ${victim}`);
+    assert.equal(await v.get(key), expected ?? null, `${key} read through ${victim}`);
+  }
+  r.disconnect();
+  v.disconnect();
+  const { code, out } = await verify();
+  assert.equal(code, 0, out);
+  assert.match(out, /all chains agree/);
+});
+
+test('a node whose data directory was wiped votes for no one until every node answered, copies its chains back before it serves, and verify agrees', async () => {
+  const r = new Redis({ host: '127.0.0.1', port: cluster.node('5554').respPort, maxRetriesPerRequest: 0 });
+  for (let i = 0; i < 300; i++) await r.set(`wk-${i}`, `v${i}`);
+  for (let i = 0; i < 300; i += 3) assert.equal(await r.del(`wk-${i}`), 1);
+  const victim = '5560';
+  await cluster.kill(victim);
+  // A replaced disk: the node comes back under its name with nothing, Raft state included.
+  rmSync(nodeDataDir(cluster.config, victim), { recursive: true, force: true });
+  for (let i = 1; i < 300; i += 3) await r.set(`wk-${i}`, `w${i}`);
+  await cluster.startNode(victim);
+  await cluster.waitAllUp();
+  const said = (cluster.output.get(victim) ?? []).join('\n');
+  assert.match(said, /started without state while the cluster holds data: catching up before serving \(no vote through term [1-9]/);
+  const v = new Redis({ host: '127.0.0.1', port: cluster.node(victim).respPort, maxRetriesPerRequest: 0 });
+  const local = await localPairs(v);
+  for (let i = 0; i < 300; i++) {
+    const key = `wk-${i}`;
+    const expected = i % 3 === 0 ? undefined : i % 3 === 1 ? `w${i}` : `v${i}`;
     const mine = ring.canonicalChain(ring.partitionOf(key)).includes(victim);
     assert.equal(local.get(key), mine ? expected : undefined, `${key} on ${victim}`);
     assert.equal(await v.get(key), expected ?? null, `${key} read through ${victim}`);

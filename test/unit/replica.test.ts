@@ -250,3 +250,17 @@ test('the request-id window tells apart every id, whether it has the usual node.
   const frame = 'id´5562.0e4fcb60.10§existed';
   assert.equal(ids.get(frame.slice(3, 19), 1)?.seq, 2);
 });
+
+test('the request-id window forgets an id only for the seq it was recorded at (a dropped pending entry)', () => {
+  const ids = new RecentIds(2, 0);
+  ids.set('n.i.1', { p: 0, seq: 7, existed: true }, 0);
+  ids.set('n.i.2', { p: 0, seq: 8, existed: true }, 0); // rotates: n.i.1 is in the previous generation
+  ids.forget('n.i.1', 0, 6);
+  assert.equal(ids.get('n.i.1', 0)?.seq, 7, 'recorded at another seq (since adopted there): kept');
+  ids.forget('n.i.1', 1, 7);
+  assert.equal(ids.get('n.i.1', 0)?.seq, 7, 'another partition: kept');
+  ids.forget('n.i.1', 0, 7);
+  ids.forget('n.i.2', 0, 8);
+  assert.equal(ids.get('n.i.1', 0), undefined);
+  assert.equal(ids.get('n.i.2', 0), undefined);
+});
