@@ -1,9 +1,10 @@
-import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { Ring } from '../../src/core/ring.ts';
+import { nodeDataDir } from '../../src/runtime/config.ts';
 import { checkHistory, describeViolation, HistoryRecorder } from '../../src/sim/linearizability.ts';
 import type { CheckResult, Op, OpKind } from '../../src/sim/linearizability.ts';
 import { Prng } from '../../src/sim/prng.ts';
@@ -17,15 +18,15 @@ import { localPairs } from './resp.ts';
  * small hot key set with unique values while a nemesis injects one fault at a time: SIGKILL
  * then restart, SIGSTOP then SIGCONT, network isolation then heal (TCP proxies, see
  * TestCluster), aimed in turn at the head, the middle and the tail of the chain of key "a",
- * at random nodes, and at a node in the middle of catch-up (seen 'joining' in /cluster: it is
- * killed again). Before the next fault every node must be 'up' again in every node's view.
+ * at random nodes, at a node in the middle of catch-up (seen 'joining' in /cluster: it is
+ * killed again), and at a node whose data directory is deleted while it is down. Before the next fault every node must be 'up' again in every node's view.
  * At the end everything heals, every key is read through every node (recorded), and the run
  * checks: the history is linearizable (Wing-Gong-Lowe, src/sim/linearizability.ts), no
  * acknowledged write is lost and no deleted key comes back (explicitly, from the final
  * reads), and every chain's members hold the same live pairs (LOCALSCAN on each node).
  */
 
-export type FaultKind = 'kill' | 'pause' | 'isolate' | 'catchup-kill';
+export type FaultKind = 'kill' | 'pause' | 'isolate' | 'catchup-kill' | 'wipe';
 export type Aim = 'head' | 'middle' | 'tail' | 'random';
 
 export interface FaultRunOptions {
@@ -166,12 +167,16 @@ export function hotKeys(count: number, ring: Ring): string[] {
   return out;
 }
 
-/** One fault at a time; the first four cover every kind, the first three head, middle and tail. */
+/**
+ * One fault at a time; the first five cover every kind, the first three head, middle and
+ * tail. A wipe is a kill whose node comes back with an empty data directory (a replaced disk).
+ */
 const PLAN: [FaultKind, Aim][] = [
   ['kill', 'head'],
   ['isolate', 'middle'],
   ['pause', 'tail'],
   ['catchup-kill', 'random'],
+  ['wipe', 'tail'],
   ['pause', 'head'],
   ['kill', 'middle'],
   ['isolate', 'tail'],
@@ -179,11 +184,13 @@ const PLAN: [FaultKind, Aim][] = [
   ['isolate', 'head'],
   ['pause', 'middle'],
   ['kill', 'tail'],
+  ['wipe', 'middle'],
   ['isolate', 'random'],
   ['catchup-kill', 'head'],
   ['pause', 'random'],
   ['catchup-kill', 'tail'],
   ['catchup-kill', 'middle'],
+  ['wipe', 'head'],
 ];
 
 type Outcome = { status: 'fail'; cat: 'failed' } | { status: 'info'; cat: 'timedOut' | 'lost' | 'other' };
@@ -498,6 +505,12 @@ export async function runFaults(opts: FaultRunOptions): Promise<FaultReport> {
           cluster.isolate(target);
           await sleep(hold);
           cluster.heal(target);
+          break;
+        case 'wipe':
+          await killNode(target);
+          rmSync(nodeDataDir(cluster.config, target), { recursive: true, force: true });
+          await sleep(hold);
+          await restart(target);
           break;
         case 'catchup-kill': {
           const before = catchupKills;
