@@ -6,7 +6,8 @@
  * --trace-key K (with --verbose: every delivered message about key K, and every view change),
  * --keep-log-seqs N, --id-horizon-ms MS (request ids storage keeps per partition, by count and
  * by time since commit; defaults 200,000 and requestTimeoutMs + 1 s), --wipes (a quarter of the
- * crashes come back with an empty disk).
+ * crashes come back with an empty disk), --raft-log-keep N (committed Raft entries kept when the
+ * log is compacted; default 256, 1 makes lagging followers get snapshots).
  * Exit code 1 if any seed fails; each failure prints the command that replays it.
  */
 import { parseArgs } from 'node:util';
@@ -25,6 +26,7 @@ const { values } = parseArgs({
     'keep-log-seqs': { type: 'string' },
     'id-horizon-ms': { type: 'string' },
     wipes: { type: 'boolean', default: false },
+    'raft-log-keep': { type: 'string' },
   },
 });
 
@@ -32,9 +34,14 @@ const durationMs = Number(values.duration);
 // Seqs per partition whose request ids storage keeps (default KEEP_LOG_SEQS); 0 shows what they are for.
 const keep = values['keep-log-seqs'];
 const horizon = values['id-horizon-ms'];
-const timing = { ...(keep === undefined ? {} : { keepLogSeqs: Number(keep) }), ...(horizon === undefined ? {} : { idHorizonMs: Number(horizon) }) };
+const logKeep = values['raft-log-keep'];
+const timing = {
+  ...(keep === undefined ? {} : { keepLogSeqs: Number(keep) }),
+  ...(horizon === undefined ? {} : { idHorizonMs: Number(horizon) }),
+  ...(logKeep === undefined ? {} : { logKeep: Number(logKeep) }),
+};
 const wipes = values.wipes;
-const keepFlag = `${keep === undefined ? '' : ` --keep-log-seqs ${keep}`}${horizon === undefined ? '' : ` --id-horizon-ms ${horizon}`}${wipes ? ' --wipes' : ''}`;
+const keepFlag = `${keep === undefined ? '' : ` --keep-log-seqs ${keep}`}${horizon === undefined ? '' : ` --id-horizon-ms ${horizon}`}${wipes ? ' --wipes' : ''}${logKeep === undefined ? '' : ` --raft-log-keep ${logKeep}`}`;
 const clients = Number(values.clients);
 const faults = !values['no-faults'];
 const one = values.seed !== undefined;

@@ -41,7 +41,10 @@ export interface LogEntry {
 export interface MembershipState {
   term: number;
   votedFor: string | null;
+  /** The entries held, from index `base` on (earlier ones are compacted away). */
   log: LogEntry[];
+  /** Index of `log[0]`: a committed entry standing for everything before it; 0 if never compacted. */
+  base?: number;
   /** Highest log index known committed (persisted so that a restart knows its last decided view). */
   commit: number;
   /** Present while recovering from a start without Raft state (see the class comment). */
@@ -68,6 +71,8 @@ export type MembershipMsg =
   | { t: 'lg'; e: number; r: number }
   /** node -> leader: I am back (new incarnation or reset) and want to rejoin; `reset`: my data is gone. */
   | { t: 'join'; inc: string; reset?: boolean }
+  /** leader -> follower whose next entry was compacted away: the committed entry at `index` stands for the log up to it. */
+  | { t: 'snap'; term: number; index: number; entry: LogEntry; commit: number }
   /** amnesiac node -> every node: what do you know? */
   | { t: 'probe' }
   | { t: 'probed'; term: number; last: number; data: boolean }
@@ -85,6 +90,8 @@ export interface MembershipTiming {
   /** Bound on relative clock rate drift between any two nodes (e.g. 0.01 = 1%). */
   clockDrift: number;
   leaseMarginMs: number;
+  /** Committed entries kept behind the commit index when the log is compacted (it is once twice as many are held). */
+  logKeep: number;
 }
 
 export const defaultMembershipTiming: MembershipTiming = {
@@ -96,6 +103,7 @@ export const defaultMembershipTiming: MembershipTiming = {
   leaseRenewMs: 150,
   clockDrift: 0.01,
   leaseMarginMs: 20,
+  logKeep: 256,
 };
 
 export function leaseHoldMs(t: MembershipTiming): number {
@@ -137,6 +145,8 @@ export class Membership {
   private term: number;
   private votedFor: string | null;
   private log: LogEntry[];
+  /** Index of log[0]; entries before it were compacted (the state machine is the latest committed view, so nothing else is lost). */
+  private base = 0;
   private commit: number;
   private role: Role = 'follower';
   private leader: string | null = null;
@@ -181,7 +191,8 @@ export class Membership {
       this.term = persisted.term;
       this.votedFor = persisted.votedFor;
       this.log = persisted.log;
-      this.commit = Math.min(persisted.commit, persisted.log.length - 1);
+      this.base = persisted.base ?? 0;
+      this.commit = Math.min(persisted.commit, this.base + persisted.log.length - 1);
       this.amnesia = persisted.amnesia ?? null;
     } else {
       this.term = 0;
@@ -196,7 +207,7 @@ export class Membership {
   // ------------------------------------------------------------------ queries
 
   get committedView(): View {
-    return this.log[this.commit]!.view;
+    return this.entry(this.commit).view;
   }
 
   get latestView(): View {
@@ -311,6 +322,8 @@ export class Membership {
         if (this.promises.get(from)?.inc !== msg.inc) this.promises.delete(from);
         if (this.role === 'leader') this.joinRequests.set(from, { inc: msg.inc, reset: msg.reset === true });
         return;
+      case 'snap':
+        return this.onSnapshot(from, msg);
       case 'probe':
         this.host.send(from, { t: 'probed', term: this.term, last: this.lastIndex(), data: this.host.hasData() }, false);
         return;
@@ -346,12 +359,41 @@ export class Membership {
   }
 
   private lastIndex(): number {
-    return this.log.length - 1;
+    return this.base + this.log.length - 1;
+  }
+
+  /** The entry at log index `i` (base ≤ i ≤ lastIndex). */
+  private entry(i: number): LogEntry {
+    const e = this.log[i - this.base];
+    if (e === undefined) throw new Error(`raft: no entry ${i} (held ${this.base}..${this.lastIndex()})`);
+    return e;
+  }
+
+  /**
+   * Drops committed entries far behind the commit index: the log would otherwise grow by a
+   * few entries per failure for ever, and every persist writes it whole. The entry at the new
+   * base stays, standing for everything before it; a follower that needs an older one gets it
+   * as a snapshot (`snap`).
+   */
+  private compact(): void {
+    const keep = this.timing.logKeep;
+    if (this.commit - this.base < 2 * keep) return;
+    const base = this.commit - keep;
+    this.log = this.log.slice(base - this.base);
+    this.base = base;
   }
 
   private persist(): void {
     this.settleAmnesia();
-    this.host.persist({ term: this.term, votedFor: this.votedFor, log: this.log, commit: this.commit, ...(this.amnesia !== null ? { amnesia: this.amnesia } : {}) });
+    this.compact();
+    this.host.persist({
+      term: this.term,
+      votedFor: this.votedFor,
+      log: this.log,
+      ...(this.base > 0 ? { base: this.base } : {}),
+      commit: this.commit,
+      ...(this.amnesia !== null ? { amnesia: this.amnesia } : {}),
+    });
   }
 
   private onProbed(from: string, msg: Extract<MembershipMsg, { t: 'probed' }>): void {
@@ -422,7 +464,7 @@ export class Membership {
     this.electionAt = this.now + this.randomElectionTimeout();
     this.persist();
     const last = this.lastIndex();
-    const msg: MembershipMsg = { t: 'rv', term: this.term, last, lastTerm: this.log[last]!.term };
+    const msg: MembershipMsg = { t: 'rv', term: this.term, last, lastTerm: this.entry(last).term };
     // Our own vote counts once it is durable, like everyone else's.
     this.host.send(this.host.self, { t: 'rvr', term: this.term, granted: true }, true);
     for (const n of this.host.names) if (n !== this.host.self) this.host.send(n, msg, false);
@@ -431,7 +473,8 @@ export class Membership {
   private onRequestVote(from: string, msg: Extract<MembershipMsg, { t: 'rv' }>): void {
     if (msg.term > this.term) this.becomeFollower(msg.term, null);
     const last = this.lastIndex();
-    const upToDate = msg.lastTerm > this.log[last]!.term || (msg.lastTerm === this.log[last]!.term && msg.last >= last);
+    const lastTerm = this.entry(last).term;
+    const upToDate = msg.lastTerm > lastTerm || (msg.lastTerm === lastTerm && msg.last >= last);
     const amnesiaAllows = this.amnesia === null || (this.trusted && msg.term > this.amnesia.noVoteThrough);
     const granted = msg.term === this.term && upToDate && amnesiaAllows && (this.votedFor === null || this.votedFor === from);
     if (granted && this.votedFor !== from) {
@@ -478,9 +521,45 @@ export class Membership {
   private sendAppend(to: string): void {
     const next = this.nextIndex.get(to) ?? this.lastIndex() + 1;
     const prev = Math.max(0, next - 1);
-    const entries = this.log.slice(prev + 1, prev + 1 + APPEND_MAX_ENTRIES);
+    if (prev < this.base) {
+      // What it needs was compacted: the entry at our base stands for it (it is committed).
+      this.host.send(to, { t: 'snap', term: this.term, index: this.base, entry: this.log[0]!, commit: this.commit }, false);
+      return;
+    }
+    const entries = this.log.slice(prev + 1 - this.base, prev + 1 - this.base + APPEND_MAX_ENTRIES);
     // Entries go out only once durable here (a leader counts itself in the majority).
-    this.host.send(to, { t: 'ae', term: this.term, prev, prevTerm: this.log[prev]!.term, entries, commit: this.commit }, entries.length > 0);
+    this.host.send(to, { t: 'ae', term: this.term, prev, prevTerm: this.entry(prev).term, entries, commit: this.commit }, entries.length > 0);
+  }
+
+  /** A snapshot from the leader: our log lacks entries it compacted away. */
+  private onSnapshot(from: string, msg: Extract<MembershipMsg, { t: 'snap' }>): void {
+    if (msg.term < this.term) {
+      this.host.send(from, { t: 'aer', term: this.term, ok: false, match: 0 }, false);
+      return;
+    }
+    if (msg.term > this.term || this.role !== 'follower' || this.leader !== from) this.becomeFollower(msg.term, from);
+    this.electionAt = this.now + this.randomElectionTimeout();
+    if (msg.index > this.commit) {
+      if (this.blockedByPromise(this.latestView, msg.entry.view)) {
+        this.host.send(from, { t: 'aer', term: this.term, ok: false, match: this.commit, blocked: true }, false);
+        return;
+      }
+      // Keep what follows the entry if our log holds it (Raft's rule); otherwise start over from it.
+      if (msg.index <= this.lastIndex() && this.entry(msg.index).term === msg.entry.term) this.log = this.log.slice(msg.index - this.base);
+      else this.log = [msg.entry];
+      this.base = msg.index;
+      this.commit = msg.index;
+      this.host.log?.(`took the view log up to index ${msg.index} from leader ${from} as a snapshot (its older entries were compacted)`, { index: msg.index });
+      if (this.latestView.states[this.host.self] !== 'up') {
+        this.dropLease();
+        this.promises.delete(this.host.self);
+      }
+      this.persist();
+      this.host.send(from, { t: 'aer', term: this.term, ok: true, match: msg.index }, true);
+      this.host.onCommittedView(this.committedView);
+      return;
+    }
+    this.host.send(from, { t: 'aer', term: this.term, ok: true, match: msg.index }, false);
   }
 
   private onAppend(from: string, msg: Extract<MembershipMsg, { t: 'ae' }>): void {
@@ -490,7 +569,13 @@ export class Membership {
     }
     if (msg.term > this.term || this.role !== 'follower' || this.leader !== from) this.becomeFollower(msg.term, from);
     this.electionAt = this.now + this.randomElectionTimeout();
-    if (msg.prev > this.lastIndex() || this.log[msg.prev]!.term !== msg.prevTerm) {
+    // An append with fewer entries than the most reaches the end of the leader's log.
+    const reachesEnd = msg.entries.length < APPEND_MAX_ENTRIES;
+    if (msg.prev < this.base) {
+      // Entries up to our base are committed here, so the leader's match them: skip them.
+      msg = { ...msg, prev: this.base, prevTerm: this.log[0]!.term, entries: msg.entries.slice(this.base - msg.prev) };
+    }
+    if (msg.prev > this.lastIndex() || this.entry(msg.prev).term !== msg.prevTerm) {
       this.host.send(from, { t: 'aer', term: this.term, ok: false, match: Math.min(this.lastIndex(), msg.prev - 1) }, false);
       return;
     }
@@ -498,14 +583,14 @@ export class Membership {
     let i = 0;
     while (i < msg.entries.length) {
       const idx = msg.prev + 1 + i;
-      if (idx > this.lastIndex() || this.log[idx]!.term !== msg.entries[i]!.term) break;
+      if (idx > this.lastIndex() || this.entry(idx).term !== msg.entries[i]!.term) break;
       i++;
     }
     const fresh = msg.entries.slice(i);
     if (fresh.length > 0) {
       const base = msg.prev + 1 + i;
       // Lease promises: never append a view that takes a node we promised out of 'up'.
-      let before = this.log[base - 1]!.view;
+      let before = this.entry(base - 1).view;
       for (const e of fresh) {
         if (this.blockedByPromise(before, e.view)) {
           this.host.send(from, { t: 'aer', term: this.term, ok: false, match: base - 1, blocked: true }, false);
@@ -514,7 +599,7 @@ export class Membership {
         before = e.view;
       }
       if (base <= this.commit) throw new Error(`raft: leader ${from} overwrites committed index ${base}`);
-      this.log.length = base;
+      this.log.length = base - this.base;
       for (const e of fresh) this.log.push(e);
       if (this.latestView.states[this.host.self] !== 'up') {
         // A view that takes us out is in our log: we stop serving reads at once.
@@ -527,7 +612,7 @@ export class Membership {
     const changed = newCommit > this.commit;
     if (changed) this.commit = newCommit;
     // An amnesiac log that now reaches the end of a leader's log holds every committed entry.
-    const trustedNow = this.amnesia !== null && !this.amnesia.logTrusted && msg.entries.length < APPEND_MAX_ENTRIES;
+    const trustedNow = this.amnesia !== null && !this.amnesia.logTrusted && reachesEnd;
     if (trustedNow) this.amnesia!.logTrusted = true;
     if (fresh.length > 0 || changed || trustedNow) this.persist();
     this.host.send(from, { t: 'aer', term: this.term, ok: true, match }, fresh.length > 0);
@@ -551,7 +636,7 @@ export class Membership {
 
   private advanceCommit(): void {
     for (let n = this.lastIndex(); n > this.commit; n--) {
-      if (this.log[n]!.term !== this.term) break;
+      if (this.entry(n).term !== this.term) break;
       let count = 0;
       for (const name of this.host.names) if ((this.matchIndex.get(name) ?? 0) >= n) count++;
       if (count >= this.majority) {
@@ -671,6 +756,6 @@ export class Membership {
 
   /** Status for /cluster. */
   status(now: number): { role: Role; term: number; leader: string | null; commitIndex: number; logLength: number; leaseMs: number } {
-    return { role: this.role, term: this.term, leader: this.leader, commitIndex: this.commit, logLength: this.log.length, leaseMs: Math.round(this.leaseRemainingMs(now)) };
+    return { role: this.role, term: this.term, leader: this.leader, commitIndex: this.commit, logLength: this.lastIndex() + 1, leaseMs: Math.round(this.leaseRemainingMs(now)) };
   }
 }

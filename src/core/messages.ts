@@ -55,7 +55,7 @@ export type Result =
   | { ok: false; retry: true; why: string }
   | { ok: false; retry: false; code: ErrorCode; message: string };
 
-const MEMBERSHIP_TYPES = new Set(['rv', 'rvr', 'ae', 'aer', 'lq', 'lg', 'join', 'caught', 'probe', 'probed']);
+const MEMBERSHIP_TYPES = new Set(['rv', 'rvr', 'ae', 'aer', 'snap', 'lq', 'lg', 'join', 'caught', 'probe', 'probed']);
 
 export function isMembershipMsg(msg: PeerMsg): msg is MembershipMsg {
   return MEMBERSHIP_TYPES.has(msg.t);
@@ -180,6 +180,9 @@ export function parsePeerMsg(x: unknown, partitions: number, names: ReadonlySet<
         isNat(x.commit) &&
         Array.isArray(x.entries) &&
         x.entries.every((le) => isObj(le) && isNat(le.term) && validView(le.view, names));
+      break;
+    case 'snap':
+      ok = isNat(x.term) && isNat(x.index) && isNat(x.commit) && isObj(x.entry) && isNat(x.entry.term) && validView(x.entry.view, names);
       break;
     case 'aer':
       ok = isNat(x.term) && typeof x.ok === 'boolean' && isNat(x.match) && (x.blocked === undefined || typeof x.blocked === 'boolean');

@@ -509,6 +509,10 @@ export class Replica {
       } else if (wasUp && sameChain(oldChain, newChain) && s.ready) {
         continue; // this chain did not change
       }
+      // A member still levelling when the view changed may lack entries the chain committed
+      // meanwhile (a tail that rejoined takes its history from any level member, the head
+      // included): it is level again only once it has synced.
+      if (!s.ready) s.level = false;
       s.ready = false;
       s.syncSentAt = -Infinity;
       s.pulls.clear();

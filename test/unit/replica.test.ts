@@ -264,3 +264,39 @@ test('the request-id window forgets an id only for the seq it was recorded at (a
   assert.equal(ids.get('n.i.1', 0), undefined);
   assert.equal(ids.get('n.i.2', 0), undefined);
 });
+
+test('the Raft log is compacted: persisted logs stay short over many view changes, and a node that missed them takes a snapshot', () => {
+  const sim = new SimCluster({ seed: 11, keepLogs: true, timing: { logKeep: 4 } });
+  const allUpEverywhere = (): boolean =>
+    sim.names.every((n) => !sim.node(n).up || Object.values(sim.node(n).replica.currentView.states).every((st) => st === 'up'));
+  sim.runUntil(1000);
+  assert.ok(put(sim, '5554', 'before', '1').ok);
+  sim.crash('5556');
+  // While 5556 is down, 5558 goes down and comes back ten times: about 30 view changes.
+  const leaderView = () => sim.node('5554').replica.currentView;
+  for (let i = 0; i < 10; i++) {
+    const before = leaderView().epoch;
+    sim.crash('5558');
+    sim.runUntil(sim.now + 600);
+    sim.restart('5558');
+    // Down, joining, up: three views later, in everyone's view.
+    const back = (): boolean => leaderView().epoch >= before + 3 && leaderView().states['5558'] === 'up' && sim.node('5558').replica.currentView.epoch === leaderView().epoch;
+    assert.ok(sim.runWhile(() => !back(), 10_000), `5558 back up, round ${i}`);
+  }
+  assert.ok(put(sim, '5560', 'during', '2').ok);
+  sim.restart('5556');
+  assert.ok(sim.runWhile(() => !allUpEverywhere(), 20_000), 'every node up again');
+  const epochs = new Set(sim.names.map((n) => sim.node(n).replica.currentView.epoch));
+  assert.equal(epochs.size, 1, 'every node on the same view');
+  assert.ok([...epochs][0]! > 25, `many view changes (epoch ${[...epochs][0]})`);
+  for (const n of sim.names) {
+    const state = sim.node(n).store.loadMembership()!;
+    assert.ok(state.log.length <= 2 * 4 + 2, `${n} persists ${state.log.length} entries`);
+    assert.ok((state.base ?? 0) > 0, `${n} compacted its log`);
+  }
+  assert.ok(sim.logs.some((l) => l.includes('5556 info took the view log up to index')), '5556 took a snapshot');
+  for (const n of sim.names) {
+    assert.equal(get(sim, n, 'before'), '1');
+    assert.equal(get(sim, n, 'during'), '2');
+  }
+});
