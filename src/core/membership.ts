@@ -133,6 +133,16 @@ const APPEND_MAX_ENTRIES = 64;
 
 type Role = 'follower' | 'candidate' | 'leader';
 
+export interface MembershipStatus {
+  role: Role;
+  term: number;
+  leader: string | null;
+  commitIndex: number;
+  logLength: number;
+  leaseMs: number;
+  startedWithoutState?: { waitingFor: string[]; noVoteThrough: number; logTrusted: boolean; rejoin: boolean };
+}
+
 /** A joining node is taken for dead after this many times `detectMs` of silence. */
 const JOINING_SILENCE_FACTOR = 5;
 
@@ -754,8 +764,14 @@ export class Membership {
     this.leaseAskAt = -Infinity;
   }
 
-  /** Status for /cluster. */
-  status(now: number): { role: Role; term: number; leader: string | null; commitIndex: number; logLength: number; leaseMs: number } {
-    return { role: this.role, term: this.term, leader: this.leader, commitIndex: this.commit, logLength: this.lastIndex() + 1, leaseMs: Math.round(this.leaseRemainingMs(now)) };
+  /** Status for /cluster; `startedWithoutState` while an amnesiac start is not settled (design.md §4.7). */
+  status(now: number): MembershipStatus {
+    const out: MembershipStatus = { role: this.role, term: this.term, leader: this.leader, commitIndex: this.commit, logLength: this.lastIndex() + 1, leaseMs: Math.round(this.leaseRemainingMs(now)) };
+    const a = this.amnesia;
+    // (Once resolved, log trusted and rejoined, only the term it does not vote in is left: not worth showing.)
+    if (a !== null && (!a.resolved || a.rejoin || !a.logTrusted)) {
+      out.startedWithoutState = { waitingFor: a.resolved ? [] : this.unanswered(), noVoteThrough: a.noVoteThrough, logTrusted: a.logTrusted, rejoin: a.rejoin };
+    }
+    return out;
   }
 }

@@ -238,6 +238,17 @@ export function buildCli(): Command {
       }
       const cfg = info.configuration;
       console.log(`configuration: leader ${cfg.leader ?? '(none known)'}, term ${cfg.term}, view ${info.epoch} (as seen by ${info.self})`);
+      for (const [name, theirInfo] of theirs) {
+        const a = theirInfo?.configuration.startedWithoutState;
+        if (a === undefined) continue;
+        const what =
+          a.waitingFor.length > 0
+            ? `waiting for ${a.waitingFor.join(', ')} to answer before it votes or serves`
+            : a.rejoin
+              ? 'copying its data back before it serves'
+              : 'waiting for the leader to bring its configuration log up to date before it votes';
+        console.log(`  ${name} started without state (empty data directory): ${what}`);
+      }
       for (const n of info.nodes) {
         if (n.state === 'up') continue;
         const local = theirs.get(n.name)?.local;

@@ -264,7 +264,16 @@ export interface ClusterInfo {
   /** This node's partitions: mode (member, catchup, out), committed seq, pending entries, readiness, live pairs stored here; catchupTarget while catching up. */
   local: { partition: number; mode: string; committed: number; last: number; pending: number; ready: boolean; pairs: number; catchupTarget?: number }[];
   /** This node's view of the configuration group: Raft role, term, leader, commit index; remaining read lease. */
-  configuration: { role: string; term: number; leader: string | null; commitIndex: number; logLength: number; leaseMs: number };
+  configuration: {
+    role: string;
+    term: number;
+    leader: string | null;
+    commitIndex: number;
+    logLength: number;
+    leaseMs: number;
+    /** Present while a start without state is not settled (design.md §4.7). */
+    startedWithoutState?: { waitingFor: string[]; noVoteThrough: number; logTrusted: boolean; rejoin: boolean };
+  };
   /** Whether this node holds a read lease on the current view. */
   lease: boolean;
 }

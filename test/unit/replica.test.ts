@@ -300,3 +300,25 @@ test('the Raft log is compacted: persisted logs stay short over many view change
     assert.equal(get(sim, n, 'during'), '2');
   }
 });
+
+test('a node started without state reports whom it waits for, then that it copies its data back, and serves only after that', () => {
+  const sim = new SimCluster({ seed: 12, keepLogs: true });
+  sim.runUntil(1000);
+  assert.ok(put(sim, '5554', 'kept', 'yes').ok);
+  assert.equal(sim.node('5554').replica.membershipStatus().startedWithoutState, undefined, 'settled in a new cluster');
+  // 5560 is cut off (it neither answers nor refuses) while 5558 comes back with an empty disk.
+  sim.isolate('5560');
+  sim.wipe('5558');
+  sim.runUntil(sim.now + 300);
+  sim.restart('5558');
+  sim.runUntil(sim.now + 500);
+  const waiting = sim.node('5558').replica.membershipStatus().startedWithoutState;
+  assert.deepEqual(waiting?.waitingFor, ['5560']);
+  assert.ok(sim.node('5558').replica.partitions().every((p) => p.mode === 'out'), 'serves nothing while it waits');
+  sim.heal('5560');
+  assert.ok(sim.runWhile(() => sim.node('5558').replica.membershipStatus().startedWithoutState?.waitingFor.length !== 0, 5000), 'answered');
+  assert.ok(sim.runWhile(() => sim.node('5558').replica.membershipStatus().startedWithoutState !== undefined, 20_000), 'settled after rejoining');
+  assert.ok(sim.logs.some((l) => l.includes('5558 info started without state while the cluster holds data')));
+  assert.ok(sim.runWhile(() => !sim.names.every((n) => Object.values(sim.node(n).replica.currentView.states).every((st) => st === 'up')), 20_000));
+  for (const n of sim.names) assert.equal(get(sim, n, 'kept'), 'yes');
+});
