@@ -184,6 +184,8 @@ export class Membership {
   private readonly promises = new Map<string, { until: number; inc: string }>();
   /** Nodes proven dead (refused connection), with the time. */
   private readonly deadAt = new Map<string, number>();
+  /** Until then, appending a view that takes a node out waits: promises from before the start are forgotten. */
+  private startHoldUntil = 0;
 
   // amnesia (a start without Raft state): null once nothing is left to guard
   private amnesia: Amnesia | null;
@@ -271,6 +273,7 @@ export class Membership {
 
   start(now: number): void {
     this.now = now;
+    this.startHoldUntil = now + this.timing.leaseGrantMs;
     this.electionAt = now + this.randomElectionTimeout();
   }
 
@@ -665,6 +668,14 @@ export class Membership {
       // Our promise to ourselves protects our own reads: we drop our lease instead (below).
       if (node === this.host.self) continue;
       if (prev.states[node] === 'up' && next.states[node] !== 'up' && this.now < p.until) return true;
+    }
+    // Promises made before this process started are forgotten (they live in memory): for one
+    // grant period after start, as if every node but the proven dead held one.
+    if (this.now < this.startHoldUntil) {
+      for (const node of this.host.names) {
+        if (node === this.host.self || this.deadAt.has(node)) continue;
+        if (prev.states[node] === 'up' && next.states[node] !== 'up') return true;
+      }
     }
     return false;
   }

@@ -83,15 +83,21 @@ test('nodes wiped (empty store and Raft state) and restarted under their names: 
   const failures: string[] = [];
   let wipes = 0;
   let rejoins = 0;
+  let freshLater = 0;
   for (let seed = 1; seed <= 150; seed++) {
     const r = runSeed({ seed, durationMs: 4000, wipes: true, keepLogs: true });
     wipes += r.faults.filter((f) => /^\d+ wipe /.test(f)).length;
     rejoins += r.logs.filter((l) => l.includes('started without state while the cluster holds data')).length;
+    // After the cluster's first start, no node may take the path of a cluster without data.
+    freshLater += r.logs.filter((l) => l.includes('started without state in a cluster without data') && Number.parseFloat(l) > 700).length;
     if (!r.ok) failures.push(`seed ${seed}: ${r.problems.join('; ').slice(0, 2000)}\n  faults: ${r.faults.join('; ')}\n  replay: npm run sim -- --seed ${seed} --duration 4000 --wipes --verbose`);
   }
   assert.deepEqual(failures, []);
   assert.ok(wipes >= 50, `only ${wipes} wipes`);
-  assert.equal(rejoins, wipes, 'every wiped node found that the cluster holds data and rejoined');
+  // At least one such line per wipe (a wiped node that crashes again before its resolution is
+  // on disk resolves, and says so, once more).
+  assert.ok(rejoins >= wipes, `every wiped node found that the cluster holds data and rejoined: ${rejoins} of ${wipes}`);
+  assert.equal(freshLater, 0, 'a wiped node took the cluster for a new one');
 });
 
 test('a head that left its chain with writes pending forgets their request ids: a retry after it rejoined is applied, not taken for whatever the chain put at that seq', () => {

@@ -322,3 +322,26 @@ test('a node started without state reports whom it waits for, then that it copie
   assert.ok(sim.runWhile(() => !sim.names.every((n) => Object.values(sim.node(n).replica.currentView.states).every((st) => st === 'up')), 20_000));
   for (const n of sim.names) assert.equal(get(sim, n, 'kept'), 'yes');
 });
+
+test('a restarted node appends no view that takes a node out for a lease grant period: the promises it made before are forgotten', () => {
+  const sim = new SimCluster({ seed: 13 });
+  sim.runUntil(1500);
+  // 5560 stops answering; half a second later 5556 restarts, forgetting the lease promise it
+  // made 5560 (good for up to 900 ms after 5560's last request).
+  sim.pause('5560');
+  sim.runUntil(sim.now + 500);
+  sim.crash('5556');
+  sim.restart('5556');
+  const restartedAt = sim.now;
+  const removes5560 = (): boolean => {
+    const st = sim.node('5556').store.loadMembership();
+    return st !== null && st.log.some((e) => e.view.states['5560'] !== 'up');
+  };
+  while (!removes5560() && sim.now < restartedAt + 5000) sim.runUntil(sim.now + 5);
+  assert.ok(removes5560(), '5560 was removed in the end');
+  const heldMs = sim.now - restartedAt;
+  // The leader proposes the removal once its own promise ran out, about 900 ms after the pause;
+  // without the hold 5556 appended it about 350 ms after its restart, within its forgotten promise.
+  assert.ok(heldMs >= 890, `5556 appended the removal ${heldMs.toFixed(0)} ms after its restart`);
+  sim.resume('5560');
+});
