@@ -57,7 +57,11 @@ export class NodeRuntime {
       config.nodes.map((n) => n.name),
       config.replication,
     );
-    this.store = new LmdbStore(nodeDataDir(config, name), { durability: config.durability, mapSize: config.mapSizeMiB * 1024 * 1024 });
+    this.store = new LmdbStore(nodeDataDir(config, name), {
+      durability: config.durability,
+      mapSize: config.mapSizeMiB * 1024 * 1024,
+      onCheckpointError: (err) => log.warn({ err }, 'checkpoint failed (copying the database to its snapshot): the redo log is kept, and a checkpoint is tried again later'),
+    });
     this.replica = new Replica({
       self: name,
       ring: this.ring,

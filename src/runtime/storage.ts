@@ -206,6 +206,8 @@ export interface LmdbStoreOptions {
    * to act out a power loss: the page cache, and with it `data.mdb`, is then not trusted.
    */
   bootId?: string;
+  /** Told when a checkpoint (a snapshot copy) fails; the store tries again later. */
+  onCheckpointError?: (err: unknown) => void;
 }
 
 /** What the database file was taken to hold at open, and why (logged at start-up). */
@@ -333,6 +335,9 @@ export class LmdbStore implements Store {
   private finishedBytes = 0;
   /** Size of the last snapshot; a checkpoint waits for half as many redo bytes if that is more. */
   private snapshotBytes = 0;
+  /** After a failed checkpoint: the redo log size at which to try again. */
+  private retryCheckpointAt = 0;
+  private readonly onCheckpointError: ((err: unknown) => void) | undefined;
 
   /** Incremented by every write; `syncedGen` is the newest generation known durable. */
   private gen = 0;
@@ -386,6 +391,7 @@ export class LmdbStore implements Store {
     }
     this.fd = openSync(join(dir, 'data.mdb'), 'r+');
     this.checkpointBytes = opts.checkpointBytes ?? 32 * 1024 * 1024;
+    this.onCheckpointError = opts.onCheckpointError;
     // Redo files left by a run that did not close cleanly are replayed in any mode (the mode
     // may have changed between runs); the database file is then flushed and they are deleted.
     // Without them (a clean close flushed LMDB) there is nothing to flush.
@@ -562,7 +568,8 @@ export class LmdbStore implements Store {
     const n = ++this.redoSeq;
     this.redo.append(redoPackr.pack([n, ops]));
     this.meta.putSync(REDO_SEQ_KEY, n);
-    if (this.checkpointing === null && this.finishedBytes + this.redo.bytes >= Math.max(this.checkpointBytes, this.snapshotBytes / 2)) {
+    const logged = this.finishedBytes + this.redo.bytes;
+    if (this.checkpointing === null && logged >= Math.max(this.checkpointBytes, this.snapshotBytes / 2, this.retryCheckpointAt)) {
       this.checkpoint();
     }
   }
@@ -603,8 +610,12 @@ export class LmdbStore implements Store {
       });
     // A failed snapshot leaves the files in place (with the previous snapshot, they still
     // rebuild everything); the next checkpoint tries again.
-    this.checkpointing.catch(() => {
+    this.checkpointing.catch((err: unknown) => {
       this.redoStats.checkpointErrors++;
+      // Not again at once (a full disk would have every transaction start another copy):
+      // after another checkpoint's worth of redo log.
+      this.retryCheckpointAt = this.finishedBytes + (this.redo?.bytes ?? 0) + this.checkpointBytes;
+      this.onCheckpointError?.(err);
     });
   }
 
