@@ -184,6 +184,8 @@ export class Membership {
   private readonly promises = new Map<string, { until: number; inc: string }>();
   /** Nodes proven dead (refused connection), with the time. */
   private readonly deadAt = new Map<string, number>();
+  /** Nodes the leader of the given term is removing: no new lease promise to them in that term. */
+  private readonly noLeaseInTerm = new Map<string, number>();
   /** Until then, appending a view that takes a node out waits: promises from before the start are forgotten. */
   private startHoldUntil = 0;
 
@@ -554,6 +556,7 @@ export class Membership {
     this.electionAt = this.now + this.randomElectionTimeout();
     if (msg.index > this.commit) {
       if (this.blockedByPromise(this.latestView, msg.entry.view)) {
+        this.refuseLeasesToRemoved(this.latestView, msg.entry.view);
         this.host.send(from, { t: 'aer', term: this.term, ok: false, match: this.commit, blocked: true }, false);
         return;
       }
@@ -563,6 +566,7 @@ export class Membership {
       this.base = msg.index;
       this.commit = msg.index;
       this.host.log?.(`took the view log up to index ${msg.index} from leader ${from} as a snapshot (its older entries were compacted)`, { index: msg.index });
+      this.removalAppended();
       if (this.latestView.states[this.host.self] !== 'up') {
         this.dropLease();
         this.promises.delete(this.host.self);
@@ -606,6 +610,7 @@ export class Membership {
       let before = this.entry(base - 1).view;
       for (const e of fresh) {
         if (this.blockedByPromise(before, e.view)) {
+          this.refuseLeasesToRemoved(before, e.view);
           this.host.send(from, { t: 'aer', term: this.term, ok: false, match: base - 1, blocked: true }, false);
           return;
         }
@@ -614,6 +619,7 @@ export class Membership {
       if (base <= this.commit) throw new Error(`raft: leader ${from} overwrites committed index ${base}`);
       this.log.length = base - this.base;
       for (const e of fresh) this.log.push(e);
+      this.removalAppended();
       if (this.latestView.states[this.host.self] !== 'up') {
         // A view that takes us out is in our log: we stop serving reads at once.
         this.dropLease();
@@ -660,6 +666,23 @@ export class Membership {
         return;
       }
     }
+  }
+
+  /**
+   * The leader of this term wants to append `next`, which takes nodes out of 'up', and our
+   * promises to them hold it up: promise them nothing more in this term, so that the promises
+   * run out. Otherwise a node the leader is removing that still talks to us (it came back, or
+   * only the leader cannot hear it) would renew them for ever, and no view could change again.
+   */
+  private refuseLeasesToRemoved(prev: View, next: View): void {
+    for (const node of this.host.names) {
+      if (node !== this.host.self && prev.states[node] === 'up' && next.states[node] !== 'up') this.noLeaseInTerm.set(node, this.term);
+    }
+  }
+
+  /** Once our log holds a node's removal, the refusal has done its work (and a later view may take it back). */
+  private removalAppended(): void {
+    for (const node of this.noLeaseInTerm.keys()) if (this.latestView.states[node] !== 'up') this.noLeaseInTerm.delete(node);
   }
 
   /** True if `next` takes a node out of 'up' that we promised a lease to (still running, node not proven dead). */
@@ -740,6 +763,8 @@ export class Membership {
   private onLeaseRequest(from: string, msg: Extract<MembershipMsg, { t: 'lq' }>): void {
     // An amnesiac node may have appended (and forgotten) a view that removes the asker.
     if (!this.trusted) return;
+    // The leader of this term is removing the asker (refuseLeasesToRemoved).
+    if (this.noLeaseInTerm.get(from) === this.term) return;
     const latest = this.latestView;
     // Grant only on the view we would also decide next: no newer view in our log, asker up.
     if (latest.epoch !== msg.e || this.committedView.epoch !== msg.e || latest.states[from] !== 'up') return;

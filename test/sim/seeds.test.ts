@@ -129,3 +129,12 @@ test('a member still levelling when the view changes is no longer level: it cann
   const r = runSeed({ seed: 7227, durationMs: 6000, wipes: true, timing: { logKeep: 1 } });
   assert.ok(r.ok, r.problems.join('; ').slice(0, 2000));
 });
+
+test('followers blocked from appending a removal by their lease promises promise the node nothing more, so the removal commits', () => {
+  // Seed 100848 (with wipes and the Raft log compacted to one entry): the leader proposed to
+  // take out a node that had been silent to it, but the node still renewed its leases with the
+  // followers, whose promises then blocked the removal, and every later view change, until
+  // the run ended (checked when this test was written).
+  const r = runSeed({ seed: 100848, durationMs: 6000, wipes: true, timing: { logKeep: 1 } });
+  assert.ok(r.ok, r.problems.join('; ').slice(0, 2000));
+});
