@@ -133,6 +133,7 @@ const APPEND_MAX_ENTRIES = 64;
 
 type Role = 'follower' | 'candidate' | 'leader';
 
+/** What /cluster shows of this node's part in the configuration group. */
 export interface MembershipStatus {
   role: Role;
   term: number;
@@ -140,6 +141,7 @@ export interface MembershipStatus {
   commitIndex: number;
   logLength: number;
   leaseMs: number;
+  /** Present while a start without state is not settled (design.md §4.7). */
   startedWithoutState?: { waitingFor: string[]; noVoteThrough: number; logTrusted: boolean; rejoin: boolean };
 }
 

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { ErrorCodes, KvError } from '../core/errors.ts';
+import type { MembershipStatus } from '../core/membership.ts';
 import type { ClientResult } from '../core/replica.ts';
 import { servingChain } from '../core/view.ts';
 import { PAGE_BYTES, itemBytes } from '../core/store.ts';
@@ -263,17 +264,8 @@ export interface ClusterInfo {
   partitions: { partition: number; owner: string; share: number; chain: string[]; serving: string[] }[];
   /** This node's partitions: mode (member, catchup, out), committed seq, pending entries, readiness, live pairs stored here; catchupTarget while catching up. */
   local: { partition: number; mode: string; committed: number; last: number; pending: number; ready: boolean; pairs: number; catchupTarget?: number }[];
-  /** This node's view of the configuration group: Raft role, term, leader, commit index; remaining read lease. */
-  configuration: {
-    role: string;
-    term: number;
-    leader: string | null;
-    commitIndex: number;
-    logLength: number;
-    leaseMs: number;
-    /** Present while a start without state is not settled (design.md §4.7). */
-    startedWithoutState?: { waitingFor: string[]; noVoteThrough: number; logTrusted: boolean; rejoin: boolean };
-  };
+  /** This node's view of the configuration group: Raft role, term, leader, commit index; remaining read lease; an unsettled start without state (design.md §4.7). */
+  configuration: MembershipStatus;
   /** Whether this node holds a read lease on the current view. */
   lease: boolean;
 }

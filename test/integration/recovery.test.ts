@@ -47,6 +47,26 @@ async function verify(): Promise<{ code: number; out: string }> {
   }
 }
 
+/**
+ * After `victim` came back: its own copy holds exactly its chains' keys with their latest
+ * values (`expected(i)`, undefined for a deleted key), every key reads right through it, and
+ * `chainkv verify` finds every chain in agreement.
+ */
+async function assertRecovered(victim: string, prefix: string, count: number, expected: (i: number) => string | undefined): Promise<void> {
+  const v = new Redis({ host: '127.0.0.1', port: cluster.node(victim).respPort, maxRetriesPerRequest: 0 });
+  const local = await localPairs(v);
+  for (let i = 0; i < count; i++) {
+    const key = `${prefix}${i}`;
+    const mine = ring.canonicalChain(ring.partitionOf(key)).includes(victim);
+    assert.equal(local.get(key), mine ? expected(i) : undefined, `${key} on ${victim}`);
+    assert.equal(await v.get(key), expected(i) ?? null, `${key} read through ${victim}`);
+  }
+  v.disconnect();
+  const { code, out } = await verify();
+  assert.equal(code, 0, out);
+  assert.match(out, /all chains agree/);
+}
+
 test('a node killed during writes and deletes catches up (deletes included) and verify finds every chain in agreement', async () => {
   const r = new Redis({ host: '127.0.0.1', port: cluster.node('5554').respPort, maxRetriesPerRequest: 0 });
   for (let i = 0; i < 500; i++) await r.set(`rk-${i}`, `v${i}`);
@@ -59,21 +79,8 @@ test('a node killed during writes and deletes catches up (deletes included) and 
   assert.notEqual(sawDown, 'up', 'the dead node is out of the view');
   await cluster.startNode(victim);
   await cluster.waitAllUp();
-  // The recovered node's own copy holds exactly its chains' keys with their latest values.
-  const v = new Redis({ host: '127.0.0.1', port: cluster.node(victim).respPort, maxRetriesPerRequest: 0 });
-  const local = await localPairs(v);
-  for (let i = 0; i < 500; i++) {
-    const key = `rk-${i}`;
-    const expected = i % 4 === 1 ? undefined : i % 2 === 0 ? `w${i}` : `v${i}`;
-    const mine = ring.canonicalChain(ring.partitionOf(key)).includes(victim);
-    assert.equal(local.get(key), mine ? expected : undefined, `${key} on ${victim}`);
-    assert.equal(await v.get(key), expected ?? null, `${key} read through ${victim}`);
-  }
   r.disconnect();
-  v.disconnect();
-  const { code, out } = await verify();
-  assert.equal(code, 0, out);
-  assert.match(out, /all chains agree/);
+  await assertRecovered(victim, 'rk-', 500, (i) => (i % 4 === 1 ? undefined : i % 2 === 0 ? `w${i}` : `v${i}`));
 });
 
 test('a node whose data directory was wiped votes for no one until every node answered, copies its chains back before it serves, and verify agrees', async () => {
@@ -89,20 +96,8 @@ test('a node whose data directory was wiped votes for no one until every node an
   await cluster.waitAllUp();
   const said = (cluster.output.get(victim) ?? []).join('\n');
   assert.match(said, /started without state while the cluster holds data: catching up before serving \(no vote through term [1-9]/);
-  const v = new Redis({ host: '127.0.0.1', port: cluster.node(victim).respPort, maxRetriesPerRequest: 0 });
-  const local = await localPairs(v);
-  for (let i = 0; i < 300; i++) {
-    const key = `wk-${i}`;
-    const expected = i % 3 === 0 ? undefined : i % 3 === 1 ? `w${i}` : `v${i}`;
-    const mine = ring.canonicalChain(ring.partitionOf(key)).includes(victim);
-    assert.equal(local.get(key), mine ? expected : undefined, `${key} on ${victim}`);
-    assert.equal(await v.get(key), expected ?? null, `${key} read through ${victim}`);
-  }
   r.disconnect();
-  v.disconnect();
-  const { code, out } = await verify();
-  assert.equal(code, 0, out);
-  assert.match(out, /all chains agree/);
+  await assertRecovered(victim, 'wk-', 300, (i) => (i % 3 === 0 ? undefined : i % 3 === 1 ? `w${i}` : `v${i}`));
 });
 
 test('a node that missed more large values than one peer frame holds (64 MiB) catches up page by page', async () => {
