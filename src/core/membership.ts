@@ -548,14 +548,23 @@ export class Membership {
     this.host.send(to, { t: 'ae', term: this.term, prev, prevTerm: this.entry(prev).term, entries, commit: this.commit }, entries.length > 0);
   }
 
+  /**
+   * An append or snapshot from `from` in `term`: refused (and answered so) from a stale term;
+   * otherwise `from` is our leader, and the election timer starts over.
+   */
+  private heedLeader(from: string, term: number): boolean {
+    if (term < this.term) {
+      this.host.send(from, { t: 'aer', term: this.term, ok: false, match: 0 }, false);
+      return false;
+    }
+    if (term > this.term || this.role !== 'follower' || this.leader !== from) this.becomeFollower(term, from);
+    this.electionAt = this.now + this.randomElectionTimeout();
+    return true;
+  }
+
   /** A snapshot from the leader: our log lacks entries it compacted away. */
   private onSnapshot(from: string, msg: Extract<MembershipMsg, { t: 'snap' }>): void {
-    if (msg.term < this.term) {
-      this.host.send(from, { t: 'aer', term: this.term, ok: false, match: 0 }, false);
-      return;
-    }
-    if (msg.term > this.term || this.role !== 'follower' || this.leader !== from) this.becomeFollower(msg.term, from);
-    this.electionAt = this.now + this.randomElectionTimeout();
+    if (!this.heedLeader(from, msg.term)) return;
     if (msg.index > this.commit) {
       if (this.blockedByPromise(this.latestView, msg.entry.view)) {
         this.refuseLeasesToRemoved(this.latestView, msg.entry.view);
@@ -582,12 +591,7 @@ export class Membership {
   }
 
   private onAppend(from: string, msg: Extract<MembershipMsg, { t: 'ae' }>): void {
-    if (msg.term < this.term) {
-      this.host.send(from, { t: 'aer', term: this.term, ok: false, match: 0 }, false);
-      return;
-    }
-    if (msg.term > this.term || this.role !== 'follower' || this.leader !== from) this.becomeFollower(msg.term, from);
-    this.electionAt = this.now + this.randomElectionTimeout();
+    if (!this.heedLeader(from, msg.term)) return;
     // An append with fewer entries than the most reaches the end of the leader's log.
     const reachesEnd = msg.entries.length < APPEND_MAX_ENTRIES;
     if (msg.prev < this.base) {
