@@ -4,7 +4,6 @@ import {
   existsSync,
   fdatasync,
   fdatasyncSync,
-  fsync,
   fsyncSync,
   mkdirSync,
   openSync,
@@ -15,6 +14,7 @@ import {
   unlinkSync,
   writeFileSync,
 } from 'node:fs';
+import { open as openFile } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { open } from 'lmdb';
@@ -392,16 +392,16 @@ export class LmdbStore implements Store {
     this.fd = openSync(join(dir, 'data.mdb'), 'r+');
     this.checkpointBytes = opts.checkpointBytes ?? 32 * 1024 * 1024;
     this.onCheckpointError = opts.onCheckpointError;
-    // Redo files left by a run that did not close cleanly are replayed in any mode (the mode
-    // may have changed between runs); the database file is then flushed and they are deleted.
-    // Without them (a clean close flushed LMDB) there is nothing to flush.
-    // Each record is numbered, and the transaction it records also stores that number in
+    // Redo files left by earlier runs are replayed in any mode (the mode may have changed
+    // between runs). Each record is numbered, and the transaction it records also stores that number in
     // meta `r`: records up to LMDB's `r` are already in LMDB (after a process crash, all of
     // them), so only the ones after it are applied.
     this.redoSeq = (this.meta.get(REDO_SEQ_KEY) as number | undefined) ?? 0;
     // Before any replay: a replayed write to a log row must find the row where it now lives.
     const migrated = names.has('log') && this.migrateSharedLog();
     const leftover = RedoLog.files(dir);
+    /** Number of the first record the redo files hold (1: they reach back to the database's start). */
+    let firstRecord: number | null = null;
     if (leftover.length > 0) {
       this.env.transactionSync(() => {
         for (const f of leftover) {
@@ -409,6 +409,7 @@ export class LmdbStore implements Store {
           this.redoStats.tornBytes += tornBytes;
           for (const rec of records) {
             const [n, ops] = redoPackr.unpack(rec) as [number, RedoOp[]];
+            firstRecord ??= n;
             if (n <= this.redoSeq) continue;
             for (const op of ops) this.applyOp(op);
             this.redoSeq = n;
@@ -424,14 +425,15 @@ export class LmdbStore implements Store {
     if (this.durability === 'fsync') {
       // The leftover files stay until a snapshot covers them: after a power loss later in this
       // run, the snapshot and every redo file since it are what rebuilds the database.
-      const covered = fresh || existsSync(join(dir, SNAPSHOT)) || firstRedoRecord(dir) === 1;
+      const snapshotPath = join(dir, SNAPSHOT);
+      this.snapshotBytes = existsSync(snapshotPath) ? statSync(snapshotPath).size : 0;
+      const covered = fresh || existsSync(snapshotPath) || firstRecord === 1;
       for (const f of leftover) {
         const bytes = statSync(f.path).size;
         if (bytes === 0) RedoLog.retireFile(f.path);
         else this.finished.push({ fd: null, path: f.path, bytes });
       }
       this.finishedBytes = this.finished.reduce((n, f) => n + f.bytes, 0);
-      this.snapshotBytes = existsSync(join(dir, SNAPSHOT)) ? statSync(join(dir, SNAPSHOT)).size : 0;
       this.redo = new RedoLog(dir);
       // Without a snapshot, a directory whose redo log no longer reaches its first record (of an
       // older version, or migrated just now) gets one at once.
@@ -568,10 +570,14 @@ export class LmdbStore implements Store {
     const n = ++this.redoSeq;
     this.redo.append(redoPackr.pack([n, ops]));
     this.meta.putSync(REDO_SEQ_KEY, n);
-    const logged = this.finishedBytes + this.redo.bytes;
-    if (this.checkpointing === null && logged >= Math.max(this.checkpointBytes, this.snapshotBytes / 2, this.retryCheckpointAt)) {
+    if (this.checkpointing === null && this.redoBytesSinceSnapshot >= Math.max(this.checkpointBytes, this.snapshotBytes / 2, this.retryCheckpointAt)) {
       this.checkpoint();
     }
+  }
+
+  /** Redo log written since the last snapshot: the files it does not cover yet, and the current one. */
+  private get redoBytesSinceSnapshot(): number {
+    return this.finishedBytes + (this.redo?.bytes ?? 0);
   }
 
   /**
@@ -614,7 +620,7 @@ export class LmdbStore implements Store {
       this.redoStats.checkpointErrors++;
       // Not again at once (a full disk would have every transaction start another copy):
       // after another checkpoint's worth of redo log.
-      this.retryCheckpointAt = this.finishedBytes + (this.redo?.bytes ?? 0) + this.checkpointBytes;
+      this.retryCheckpointAt = this.redoBytesSinceSnapshot + this.checkpointBytes;
       this.onCheckpointError?.(err);
     });
   }
@@ -630,14 +636,12 @@ export class LmdbStore implements Store {
     mkdirSync(tmp);
     await this.env.backup(tmp, false);
     const copy = join(tmp, 'data.mdb');
-    await new Promise<void>((resolve, reject) => {
-      const fd = openSync(copy, 'r');
-      fsync(fd, (err) => {
-        closeSync(fd);
-        if (err === null) resolve();
-        else reject(err);
-      });
-    });
+    const file = await openFile(copy, 'r');
+    try {
+      await file.sync();
+    } finally {
+      await file.close();
+    }
     renameSync(copy, join(this.dir, SNAPSHOT));
     syncDir(this.dir);
     rmSync(tmp, { recursive: true, force: true });
