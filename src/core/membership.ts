@@ -26,11 +26,11 @@ import type { NodeState, View } from './view.ts';
  * life it forgot. It asks every other node for its term, last log index and whether it holds
  * data (`probe`), and until each has answered or been proven dead (its connection refused),
  * and enough have answered to make a majority with it, it votes for no one, grants and asks
- * no lease, and does not campaign. Then it never votes in a term up to the highest answered (every term
- * it could have voted in is known to the candidate it voted for); it votes at all only once
- * its log holds every committed entry: at once if every log answered is the initial one,
- * otherwise after a leader's append reached the end of the leader's log. If any node holds
- * data, its own data is gone and it must rejoin through catch-up (`rejoin`).
+ * no lease, and does not campaign. Then it never votes in a term up to the highest answered
+ * (every term it could have voted in is known to the candidate it voted for); it votes at all
+ * only once its log holds every committed entry: at once if every log answered is the initial
+ * one, otherwise after a leader's append reached the end of the leader's log. If any node
+ * holds data, its own data is gone and it must rejoin through catch-up (`rejoin`).
  */
 
 export interface LogEntry {
@@ -195,8 +195,8 @@ export class Membership {
   private amnesia: Amnesia | null;
   private readonly probeAnswers = new Map<string, { term: number; last: number; data: boolean }>();
   private probeAt = -Infinity;
-  private probeSince = -1;
-  private probeWaitLoggedAt = 0;
+  /** When to log (again) whom an amnesiac node is still waiting for: 5 s after its first probe, then every 5 s. */
+  private probeLogAt = -1;
 
   constructor(host: MembershipHost, initial: View, persisted: MembershipState | null, timing: MembershipTiming, incarnation: string) {
     this.host = host;
@@ -288,10 +288,10 @@ export class Membership {
       this.probeAt = now + 2 * this.timing.heartbeatMs;
       // Nodes proven dead are asked too: one that comes back answers.
       for (const n of this.host.names) if (n !== this.host.self && !this.probeAnswers.has(n)) this.host.send(n, { t: 'probe' }, false);
-      const missing = this.unanswered();
-      if (this.probeSince < 0) this.probeSince = now;
-      else if (now - this.probeSince >= 5000 && now - this.probeWaitLoggedAt >= 5000) {
-        this.probeWaitLoggedAt = now;
+      if (this.probeLogAt < 0) this.probeLogAt = now + 5000;
+      else if (now >= this.probeLogAt) {
+        this.probeLogAt = now + 5000;
+        const missing = this.unanswered();
         this.host.log?.(
           `started without state: waiting for ${missing.length > 0 ? missing.join(', ') : 'a majority'} to answer before voting or serving (design.md §4.7)`,
           { missing },
@@ -566,22 +566,14 @@ export class Membership {
   private onSnapshot(from: string, msg: Extract<MembershipMsg, { t: 'snap' }>): void {
     if (!this.heedLeader(from, msg.term)) return;
     if (msg.index > this.commit) {
-      if (this.blockedByPromise(this.latestView, msg.entry.view)) {
-        this.refuseLeasesToRemoved(this.latestView, msg.entry.view);
-        this.host.send(from, { t: 'aer', term: this.term, ok: false, match: this.commit, blocked: true }, false);
-        return;
-      }
+      if (this.blockedByPromise(this.latestView, msg.entry.view)) return this.answerBlocked(from, this.latestView, msg.entry.view, this.commit);
       // Keep what follows the entry if our log holds it (Raft's rule); otherwise start over from it.
       if (msg.index <= this.lastIndex() && this.entry(msg.index).term === msg.entry.term) this.log = this.log.slice(msg.index - this.base);
       else this.log = [msg.entry];
       this.base = msg.index;
       this.commit = msg.index;
       this.host.log?.(`took the view log up to index ${msg.index} from leader ${from} as a snapshot (its older entries were compacted)`, { index: msg.index });
-      this.removalAppended();
-      if (this.latestView.states[this.host.self] !== 'up') {
-        this.dropLease();
-        this.promises.delete(this.host.self);
-      }
+      this.appended();
       this.persist();
       this.host.send(from, { t: 'aer', term: this.term, ok: true, match: msg.index }, true);
       this.host.onCommittedView(this.committedView);
@@ -615,22 +607,13 @@ export class Membership {
       // Lease promises: never append a view that takes a node we promised out of 'up'.
       let before = this.entry(base - 1).view;
       for (const e of fresh) {
-        if (this.blockedByPromise(before, e.view)) {
-          this.refuseLeasesToRemoved(before, e.view);
-          this.host.send(from, { t: 'aer', term: this.term, ok: false, match: base - 1, blocked: true }, false);
-          return;
-        }
+        if (this.blockedByPromise(before, e.view)) return this.answerBlocked(from, before, e.view, base - 1);
         before = e.view;
       }
       if (base <= this.commit) throw new Error(`raft: leader ${from} overwrites committed index ${base}`);
       this.log.length = base - this.base;
       for (const e of fresh) this.log.push(e);
-      this.removalAppended();
-      if (this.latestView.states[this.host.self] !== 'up') {
-        // A view that takes us out is in our log: we stop serving reads at once.
-        this.dropLease();
-        this.promises.delete(this.host.self);
-      }
+      this.appended();
     }
     const match = msg.prev + msg.entries.length;
     const newCommit = Math.min(msg.commit, match);
@@ -675,20 +658,30 @@ export class Membership {
   }
 
   /**
-   * The leader of this term wants to append `next`, which takes nodes out of 'up', and our
-   * promises to them hold it up: promise them nothing more in this term, so that the promises
-   * run out. Otherwise a node the leader is removing that still talks to us (it came back, or
-   * only the leader cannot hear it) would renew them for ever, and no view could change again.
+   * The leader of this term wants us to append `next`, which takes nodes out of 'up', and our
+   * promises to them hold it up: we say so (the leader retries), and promise them nothing more
+   * in this term, so that the promises run out. Otherwise a node the leader is removing that
+   * still talks to us (it came back, or only the leader cannot hear it) would renew them for
+   * ever, and no view could change again.
    */
-  private refuseLeasesToRemoved(prev: View, next: View): void {
+  private answerBlocked(leader: string, prev: View, next: View, match: number): void {
     for (const node of this.host.names) {
       if (node !== this.host.self && prev.states[node] === 'up' && next.states[node] !== 'up') this.noLeaseInTerm.set(node, this.term);
     }
+    this.host.send(leader, { t: 'aer', term: this.term, ok: false, match, blocked: true }, false);
   }
 
-  /** Once our log holds a node's removal, the refusal has done its work (and a later view may take it back). */
-  private removalAppended(): void {
-    for (const node of this.noLeaseInTerm.keys()) if (this.latestView.states[node] !== 'up') this.noLeaseInTerm.delete(node);
+  /** After views were added to our log (appended, or a snapshot taken). */
+  private appended(): void {
+    const latest = this.latestView;
+    // Once our log holds a node's removal, the refusal of leases to it has done its work (and a
+    // later view may take the node back).
+    for (const node of this.noLeaseInTerm.keys()) if (latest.states[node] !== 'up') this.noLeaseInTerm.delete(node);
+    if (latest.states[this.host.self] !== 'up') {
+      // A view that takes us out is in our log: we stop serving reads at once.
+      this.dropLease();
+      this.promises.delete(this.host.self);
+    }
   }
 
   /** True if `next` takes a node out of 'up' that we promised a lease to (still running, node not proven dead). */

@@ -127,8 +127,9 @@ export class KvApi {
 
   /**
    * How many live pairs the cluster holds (`*`): each partition's count from its tail, which
-   * keeps it as writes commit, summed. O(partitions), not O(pairs); the partitions are read one
-   * after another's answer, not at one instant, as a scan of `*` reads them.
+   * keeps it as writes commit, summed. O(partitions), not O(pairs); the partitions are asked
+   * all at once but answer each at its own moment, so the sum, like a scan of `*`, is not a
+   * snapshot of one instant.
    */
   async countAll(): Promise<number> {
     const counts = await Promise.all(Array.from({ length: this.node.ring.size }, (_, partition) => this.node.request({ op: 'count', partition })));
