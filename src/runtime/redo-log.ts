@@ -1,4 +1,4 @@
-import { closeSync, fdatasyncSync, fsyncSync, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, fsyncSync, ftruncateSync, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { crc32 } from 'node:zlib';
 
@@ -15,7 +15,15 @@ import { crc32 } from 'node:zlib';
  *
  * Files are `redo-<n>.log` in the store's directory. A record is
  *   [length u32 BE][crc32 u32 BE][payload]
- * and reading stops at the first record that is short or fails its checksum (a torn tail).
+ * and reading stops at the first record that is short, of length 0, or fails its checksum
+ * (a torn tail, or the zeros after the last record).
+ *
+ * Files are sized ahead of their records (`PREALLOCATE_BYTES` at a time, sparse: the size
+ * only, no blocks), and records are written at their offset. An fdatasync after an append
+ * must also make the file's new size durable, a journal commit on ext4; within the file's
+ * size it need not. Measured on this project's machines: after writing 300 bytes, an
+ * fdatasync took p50 124-134 µs within the size against 184-194 µs after an append, and
+ * the tail's fdatasync is on the path of every write (docs/benchmarks.md).
  *
  * Checkpoint: once the log since the last one is long enough, the current file is synced and
  * closed for appends (`rotate`), new records go to the next file, and the caller copies the
@@ -24,11 +32,17 @@ import { crc32 } from 'node:zlib';
  * writes (set key to value, delete key), and the database (or its snapshot) holds a prefix of
  * the recorded sequence, so re-applying a suffix yields the newest state.
  */
+/** A redo file grows in steps of this many bytes (sparse: no blocks until written). */
+export const PREALLOCATE_BYTES = 64 * 1024 * 1024;
+
 export class RedoLog {
   readonly dir: string;
   private fd: number;
   private number: number;
+  /** Bytes of records in the current file (the offset of the next one). */
   private size = 0;
+  /** The current file's size: records and the zeros after them. */
+  private allocated = 0;
 
   /** Opens a new file numbered after every existing one (existing files are left for the caller). */
   constructor(dir: string) {
@@ -49,10 +63,11 @@ export class RedoLog {
   }
 
   /**
-   * The intact records of one file, in order, and how many bytes after them were unreadable
-   * (0 for a cleanly ended file; more after a crash in the middle of an append).
+   * The intact records of one file, in order; `bytes`, where they end; and `tornBytes`, how
+   * many bytes after them were unreadable up to the last byte that is not zero (0 for a
+   * cleanly ended file, more after a crash in the middle of an append).
    */
-  static read(path: string): { records: Buffer[]; tornBytes: number } {
+  static read(path: string): { records: Buffer[]; bytes: number; tornBytes: number } {
     const data = readFileSync(path);
     const records: Buffer[] = [];
     let at = 0;
@@ -65,10 +80,12 @@ export class RedoLog {
       records.push(payload);
       at += 8 + len;
     }
-    return { records, tornBytes: data.length - at };
+    let end = data.length;
+    while (end > at && data[end - 1] === 0) end--;
+    return { records, bytes: at, tornBytes: end - at };
   }
 
-  /** Bytes appended to the current file. */
+  /** Bytes of records in the current file. */
   get bytes(): number {
     return this.size;
   }
@@ -84,9 +101,13 @@ export class RedoLog {
     record.writeUInt32BE(payload.length, 0);
     record.writeUInt32BE(crc32(payload), 4);
     payload.copy(record, 8);
+    if (this.size + record.length > this.allocated) {
+      this.allocated += Math.max(PREALLOCATE_BYTES, record.length);
+      ftruncateSync(this.fd, this.allocated);
+    }
     // One write: a record is never split between two system calls.
     let done = 0;
-    while (done < record.length) done += writeSync(this.fd, record, done);
+    while (done < record.length) done += writeSync(this.fd, record, done, record.length - done, this.size + done);
     this.size += record.length;
   }
 
@@ -96,11 +117,13 @@ export class RedoLog {
    * (and its descriptor open, for flushes already started on it) until a snapshot covers it.
    */
   rotate(): { fd: number; path: string } {
+    this.trim();
     fdatasyncSync(this.fd);
     const old = { fd: this.fd, path: this.path(this.number) };
     this.number++;
     this.fd = this.create(this.number);
     this.size = 0;
+    this.allocated = 0;
     return old;
   }
 
@@ -110,9 +133,16 @@ export class RedoLog {
     syncDir(dirname(path));
   }
 
-  /** Closes the current file (it stays until a snapshot covers it). */
+  /** Closes the current file (it stays until a snapshot covers it), cut to its records. */
   close(): void {
+    this.trim();
     closeSync(this.fd);
+  }
+
+  /** Drops the zeros after the last record: a finished file is only its records. */
+  private trim(): void {
+    if (this.allocated > this.size) ftruncateSync(this.fd, this.size);
+    this.allocated = this.size;
   }
 
   private path(n: number): string {
@@ -120,7 +150,8 @@ export class RedoLog {
   }
 
   private create(n: number): number {
-    const fd = openSync(this.path(n), 'a');
+    // 'wx': a new file (records are written at their offsets, not appended).
+    const fd = openSync(this.path(n), 'wx');
     // The file's name must survive a power loss before anything in it is relied on.
     syncDir(this.dir);
     return fd;

@@ -402,10 +402,13 @@ export class LmdbStore implements Store {
     const leftover = RedoLog.files(dir);
     /** Number of the first record the redo files hold (1: they reach back to the database's start). */
     let firstRecord: number | null = null;
+    /** Where each leftover file's records end (its size may hold zeros after them). */
+    const recordBytes = new Map<string, number>();
     if (leftover.length > 0) {
       this.env.transactionSync(() => {
         for (const f of leftover) {
-          const { records, tornBytes } = RedoLog.read(f.path);
+          const { records, bytes, tornBytes } = RedoLog.read(f.path);
+          recordBytes.set(f.path, bytes);
           this.redoStats.tornBytes += tornBytes;
           for (const rec of records) {
             const [n, ops] = redoPackr.unpack(rec) as [number, RedoOp[]];
@@ -429,7 +432,7 @@ export class LmdbStore implements Store {
       this.snapshotBytes = existsSync(snapshotPath) ? statSync(snapshotPath).size : 0;
       const covered = fresh || existsSync(snapshotPath) || firstRecord === 1;
       for (const f of leftover) {
-        const bytes = statSync(f.path).size;
+        const bytes = recordBytes.get(f.path) ?? 0;
         if (bytes === 0) RedoLog.retireFile(f.path);
         else this.finished.push({ fd: null, path: f.path, bytes });
       }

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { RedoLog } from '../../src/runtime/redo-log.ts';
+import { PREALLOCATE_BYTES, RedoLog } from '../../src/runtime/redo-log.ts';
 import { LmdbStore } from '../../src/runtime/storage.ts';
 import { tempDirs } from '../support/tmp.ts';
 
@@ -50,6 +50,30 @@ function tear(dir: string): void {
 const marker = (dir: string): string => readFileSync(join(dir, 'boot'), 'utf8').trim();
 const OTHER_BOOT = 'a-later-boot';
 
+test('a redo file is sized ahead of its records and cut to them when closed; the zeros after them are no torn bytes', () => {
+  const dir = fresh();
+  const log = new RedoLog(dir);
+  const payloads = [Buffer.from('first'), Buffer.alloc(3000, 1), Buffer.from('third')];
+  for (const p of payloads) log.append(p);
+  const [file] = RedoLog.files(dir);
+  assert.equal(statSync(file!.path).size, PREALLOCATE_BYTES, 'sized ahead, not grown by each append');
+  // What a crash leaves: the records, then zeros to the file's size.
+  const open = RedoLog.read(file!.path);
+  assert.deepEqual(open.records, payloads);
+  assert.equal(open.bytes, log.bytes);
+  assert.equal(open.tornBytes, 0);
+  // A record larger than what is left of the file grows it by the record, at least.
+  const big = Buffer.alloc(PREALLOCATE_BYTES, 2);
+  log.append(big);
+  assert.ok(statSync(file!.path).size >= log.bytes);
+  log.close();
+  assert.equal(statSync(file!.path).size, log.bytes, 'a closed file holds only its records');
+  const closed = RedoLog.read(file!.path);
+  assert.equal(closed.records.length, 4);
+  assert.ok(closed.records[3]!.equals(big));
+  assert.equal(closed.tornBytes, 0);
+});
+
 test('after a process kill LMDB is trusted (same boot): nothing replayed; a clean close marks the directory clean and keeps the redo log', async () => {
   const dir = fresh();
   write(dir, 1, 300, 'close');
@@ -57,6 +81,8 @@ test('after a process kill LMDB is trusted (same boot): nothing replayed; a clea
   assert.ok(RedoLog.files(dir).length >= 1, 'the redo log stays until a snapshot covers it');
   write(dir, 301, 300, 'kill');
   assert.notEqual(marker(dir), 'clean', 'a run writing the directory names its boot');
+  const left = RedoLog.files(dir).at(-1)!.path;
+  assert.ok(statSync(left).size > RedoLog.read(left).bytes, 'the killed run left its redo file sized ahead, zeros after the records');
   const s = new LmdbStore(dir, { durability: 'fsync' });
   assert.equal(s.recovery.base, 'trusted');
   assert.equal(s.redoStats.replayedRecords, 0, 'after a process kill LMDB holds every record (meta r): none is applied again');
@@ -71,7 +97,12 @@ test('power loss: LMDB torn; the snapshot plus the synced redo log restore every
   assert.ok(existsSync(join(dir, 'snapshot.mdb')));
   tear(dir);
   const files = RedoLog.files(dir);
-  appendFileSync(files[files.length - 1]!.path, Buffer.from([0, 0, 1, 0, 9, 9, 9, 9, 1, 2, 3]));
+  // A record torn by the crash: its header and the first bytes of its payload, written where
+  // the intact records end (the file's size runs on, in zeros: redo files are sized ahead).
+  const last = files[files.length - 1]!.path;
+  const fd = openSync(last, 'r+');
+  writeSync(fd, Buffer.from([0, 0, 1, 0, 9, 9, 9, 9, 1, 2, 3]), 0, 11, RedoLog.read(last).bytes);
+  closeSync(fd);
   const s = new LmdbStore(dir, { durability: 'fsync', bootId: OTHER_BOOT });
   assert.equal(s.recovery.base, 'snapshot');
   assert.equal(s.redoStats.tornBytes, 11);
