@@ -8,13 +8,18 @@
  *     node's /metrics), write and read system calls (/proc/<pid>/io) and CPU time, user and
  *     system (/proc/<pid>/stat), per node; and the share of the core's event-loop turns that
  *     took 5 ms or more, and 10 ms or more (chainkv_turn_duration_seconds).
+ *   node --import tsx scripts/probe.ts timeline [--duration 6]
+ *     Writes one at a time (c=1) with every node tracing its turns (CHAINKV_TURN_TRACE,
+ *     src/runtime/turn-trace.ts), then follows each write through the traces: the median and
+ *     p90 of each stage of its path (head, hop, middle, hop, tail, fdatasync, answer, reply).
  *   node --import tsx scripts/probe.ts memory [--keys 1000000]
  *   Either with --durability process: the nodes without fdatasync (default fsync).
  *     Loads the keys as the benchmark's memory phase does; per node: peak RSS, anonymous and
  *     file-backed; for the busiest node, V8's heap at its RSS peak (sampled from /metrics) and
  *     LMDB's pages per database after the load.
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { open } from 'lmdb';
@@ -34,20 +39,26 @@ const { positionals, values: args } = parseArgs({
   },
 });
 const mode = positionals[0];
-if ((mode !== 'writes' && mode !== 'memory') || (args.durability !== 'fsync' && args.durability !== 'process')) {
-  process.stderr.write('usage: scripts/probe.ts writes [--concurrency 64] [--duration 6] [--skip-preload] | memory [--keys 1000000]; [--durability fsync|process]\n');
+if ((mode !== 'writes' && mode !== 'memory' && mode !== 'timeline') || (args.durability !== 'fsync' && args.durability !== 'process')) {
+  process.stderr.write('usage: scripts/probe.ts writes [--concurrency 64] [--duration 6] [--skip-preload] | timeline [--duration 6] | memory [--keys 1000000]; [--durability fsync|process]\n');
   process.exit(2);
 }
 
 installCleanup();
+// The nodes inherit the environment: each writes its trace when it exits.
+const traceDir = mode === 'timeline' ? mkdtempSync(join(tmpdir(), 'chainkv-trace-')) : undefined;
+if (traceDir !== undefined) process.env.CHAINKV_TURN_TRACE = traceDir;
 // CHAINKV_PROBE_CPU_PROF=DIR: run the nodes under node --cpu-prof, profiles in DIR/<name>.
 const cluster = await ChainkvCluster.start({ durability: args.durability, cpuProfDir: process.env.CHAINKV_PROBE_CPU_PROF });
+let timelineRun: { p50: number; ops: number } | undefined;
 try {
   if (mode === 'writes') await probeWrites();
+  else if (mode === 'timeline') timelineRun = await runTimelineWrites();
   else await probeMemory();
 } finally {
   await cluster.stop();
 }
+if (traceDir !== undefined && timelineRun !== undefined) reportTimeline(traceDir, timelineRun);
 
 async function metricsText(node: string): Promise<string> {
   return (await fetch(`${cluster.http(node)}/metrics`)).text();
@@ -72,6 +83,12 @@ interface ProcSample {
   readCalls: number;
   userS: number;
   sysS: number;
+  /** The main thread (the event loop) only, from /proc/<pid>/task/<pid>/schedstat: time on a CPU, and time runnable but waiting for one. */
+  runS: number;
+  runQueueS: number;
+  /** The main thread's involuntary context switches (preemptions). */
+  preempted: number;
+  at: number;
 }
 
 async function sample(): Promise<ProcSample[]> {
@@ -81,6 +98,8 @@ async function sample(): Promise<ProcSample[]> {
     const pid = pids.get(name)!;
     const io = readFileSync(`/proc/${pid}/io`, 'utf8');
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').slice(readFileSync(`/proc/${pid}/stat`, 'utf8').lastIndexOf(')') + 2).split(' ');
+    const sched = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ');
+    const status = readFileSync(`/proc/${pid}/task/${pid}/status`, 'utf8');
     const text = await metricsText(name); // one snapshot, so that counts and buckets agree
     out.push({
       name,
@@ -93,6 +112,10 @@ async function sample(): Promise<ProcSample[]> {
       readCalls: Number(/syscr: (\d+)/.exec(io)?.[1]),
       userS: Number(stat[11]) / 100,
       sysS: Number(stat[12]) / 100,
+      runS: Number(sched[0]) / 1e9,
+      runQueueS: Number(sched[1]) / 1e9,
+      preempted: Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1]),
+      at: performance.now() / 1000,
     });
   }
   return out;
@@ -109,7 +132,7 @@ async function probeWrites(): Promise<void> {
     const r = await runPoint(t, { workload: 'write', concurrency, durationMs: Number(args.duration) * 1000, warmupMs: 0, keyCount }, { cores: 2, serverPids: () => [], values });
     const after = await sample();
     const per = (f: (s: ProcSample) => number, scale = 1): string[] => after.map((a, i) => ((f(a) - f(before[i]!)) * scale / r.ops).toFixed(2));
-    console.log(`writes at c=${concurrency}: ${r.ops} in ${(r.measuredMs / 1000).toFixed(1)} s, ${Math.round(r.opsPerSec)}/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms`);
+    console.log(`writes at c=${concurrency}: ${r.ops} in ${(r.measuredMs / 1000).toFixed(1)} s, ${Math.round(r.opsPerSec)}/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, p999 ${r.p999.toFixed(2)} ms`);
     console.log(`per write, by node (${cluster.names.join(' ')}):`);
     console.log(`  peer messages received   ${per((s) => s.messagesIn).join(' ')}   (cluster: ${sum(per((s) => s.messagesIn)).toFixed(2)})`);
     console.log(`  fdatasyncs               ${per((s) => s.fsyncs).join(' ')}   (cluster: ${sum(per((s) => s.fsyncs)).toFixed(2)})`);
@@ -126,6 +149,19 @@ async function probeWrites(): Promise<void> {
           const n = delta(i, (s) => s.turns);
           const pct = (under: (s: ProcSample) => number): string => ((100 * (n - delta(i, under))) / Math.max(1, n)).toFixed(2);
           return `${a.name} ${n} ${pct((s) => s.turnsUnder5ms)}%/${pct((s) => s.turnsUnder10ms)}%`;
+        })
+        .join('   ')}`,
+    );
+    // A turn's wall time includes any time its process was runnable but not running: with more
+    // runnable threads than cores, the scheduler preempts a node in the middle of a turn, and
+    // every request in that turn (and every request queued behind it) waits.
+    console.log(`the event loop's thread, by node: share of wall time on a CPU / runnable but waiting for one; preemptions per second:`);
+    console.log(
+      `  ${after
+        .map((a, i) => {
+          const wall = delta(i, (s) => s.at);
+          const pct = (f: (s: ProcSample) => number): string => ((100 * delta(i, f)) / wall).toFixed(0);
+          return `${a.name} ${pct((s) => s.runS)}%/${pct((s) => s.runQueueS)}% ${Math.round(delta(i, (s) => s.preempted) / wall)}`;
         })
         .join('   ')}`,
     );
@@ -184,4 +220,103 @@ async function probeMemory(): Promise<void> {
   } finally {
     await env.close();
   }
+}
+
+async function runTimelineWrites(): Promise<{ p50: number; ops: number }> {
+  const keyCount = 100_000;
+  const values = new ValuePool();
+  const t = await ChainkvTarget.open(cluster, new Keyspace(keyCount), { routing: 'smart', client: 'mini', connsPerNode: 1, label: 'probe' });
+  try {
+    const r = await runPoint(t, { workload: 'write', concurrency: 1, durationMs: Number(args.duration) * 1000, warmupMs: 500, keyCount }, { cores: 2, serverPids: () => [], values });
+    return { p50: r.p50, ops: r.ops };
+  } finally {
+    t.close();
+  }
+}
+
+interface TraceEvent {
+  us: number;
+  what: string;
+  detail: string;
+}
+
+/**
+ * Follows each write of a c=1 run through the nodes' traces: the head notes the request, then
+ * the forward it decides; the middle the forward's arrival and its own forward; the tail the
+ * arrival, its commit (whose answer waits for an fdatasync), the sync's end; the head the
+ * answer's arrival and the reply. Writes whose events are not all found are skipped.
+ */
+function reportTimeline(dir: string, run: { p50: number; ops: number }): void {
+  const byNode = new Map<string, TraceEvent[]>();
+  for (const f of readdirSync(dir).filter((n) => n.endsWith('.trace'))) {
+    for (const line of readFileSync(join(dir, f), 'utf8').split('\n')) {
+      const [us, node, what, detail = ''] = line.split(' ');
+      if (node === undefined || what === undefined) continue;
+      let l = byNode.get(node);
+      if (l === undefined) byNode.set(node, (l = []));
+      l.push({ us: Number(us), what, detail });
+    }
+  }
+  // First event at `node` after `us` of kind `what` whose detail passes `test`.
+  const next = (node: string, us: number, what: string, test: (d: string) => boolean = () => true): TraceEvent | undefined => {
+    const l = byNode.get(node) ?? [];
+    let lo = 0;
+    let hi = l.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (l[mid]!.us < us) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = lo; i < l.length && l[i]!.us - us < 100_000; i++) if (l[i]!.what === what && test(l[i]!.detail)) return l[i];
+    return undefined;
+  };
+  const peerIn = (d: string, kind: string): string | undefined => d.split(',').find((x) => x.startsWith(`${kind}>`))?.slice(kind.length + 1).replace('!', '');
+  const stages = [
+    'head: request in, forward decided',
+    'hop head -> middle (incl. the write)',
+    'middle: forward in, forward decided',
+    'hop middle -> tail (incl. the write)',
+    'tail: commit decided (LMDB + redo append)',
+    'tail: fdatasync (thread pool, both ways)',
+    'answer: sync done -> head has it',
+    'head: answer in -> reply handed to RESP',
+  ];
+  const samples: number[][] = stages.map(() => []);
+  const inCluster: number[] = [];
+  for (const [head, events] of byNode) {
+    for (const e0 of events) {
+      if (e0.what !== 'in' || e0.detail !== 'client:put') continue;
+      const s1 = next(head, e0.us, 'stepped', (d) => d.includes('fwd>'));
+      const mid = s1 === undefined ? undefined : peerIn(s1.detail, 'fwd');
+      if (s1 === undefined || mid === undefined) continue;
+      const e2 = next(mid, s1.us, 'in', (d) => d === `fwd<${head}`);
+      const s3 = e2 && next(mid, e2.us, 'stepped', (d) => d.includes('fwd>'));
+      const tail = s3 === undefined ? undefined : peerIn(s3.detail, 'fwd');
+      if (s3 === undefined || tail === undefined) continue;
+      const e4 = next(tail, s3.us, 'in', (d) => d === `fwd<${mid}`);
+      const s5 = e4 && next(tail, e4.us, 'stepped', (d) => d.includes(`wres>${head}`));
+      // In process durability the answer waits for no fdatasync: that stage is then empty.
+      const durable = args.durability === 'fsync';
+      const y6 = s5 && (durable ? next(tail, s5.us, 'sync') : s5);
+      const y7 = y6 && (durable ? next(tail, y6.us, 'synced') : y6);
+      const e8 = y7 && next(head, y7.us, 'in', (d) => d === `wres<${tail}`);
+      const r9 = e8 && next(head, e8.us, 'reply');
+      if (r9 === undefined) continue;
+      const t = [e0, s1, e2, s3, e4, s5, y6, y7, e8, r9].map((x) => x!.us);
+      const d = [t[1]! - t[0]!, t[2]! - t[1]!, t[3]! - t[2]!, t[4]! - t[3]!, t[5]! - t[4]!, t[7]! - t[6]!, t[8]! - t[7]!, t[9]! - t[8]!];
+      d.forEach((x, i) => samples[i]!.push(x));
+      inCluster.push(t[9]! - t[0]!);
+    }
+  }
+  const q = (xs: number[], p: number): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))] ?? NaN;
+  console.log(`writes at c=1: ${run.ops} measured, p50 ${run.p50.toFixed(3)} ms as the client saw it; ${inCluster.length} (the warm-up's included) followed through the traces`);
+  console.log(`stage, median and p90 in µs:`);
+  let sum = 0;
+  stages.forEach((name, i) => {
+    sum += q(samples[i]!, 0.5);
+    console.log(`  ${name.padEnd(44)} ${String(q(samples[i]!, 0.5)).padStart(6)} ${String(q(samples[i]!, 0.9)).padStart(6)}`);
+  });
+  console.log(`  ${'sum of the medians'.padEnd(44)} ${String(sum).padStart(6)}`);
+  console.log(`  ${'request in -> reply, median'.padEnd(44)} ${String(q(inCluster, 0.5)).padStart(6)}`);
+  console.log(`  ${'outside the nodes\' cores: client, RESP, the hops to and from the head'.padEnd(44)} ${String(Math.round(run.p50 * 1000 - q(inCluster, 0.5))).padStart(6)}  (client p50 minus the median above)`);
 }

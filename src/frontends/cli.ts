@@ -11,6 +11,7 @@ import { MIN_SECRET_LENGTH } from '../runtime/transport.ts';
 import { ChainKvClient, ChainKvError } from './client.ts';
 import { startNode } from './node-main.ts';
 import { NODE_PROCESS_FLAGS, nodeV8Flags } from './node-flags.ts';
+import { TurnTrace } from '../runtime/turn-trace.ts';
 import { VERSION } from './version.ts';
 
 /** The `chainkv` command: run a local cluster or one node, and talk to a cluster. */
@@ -111,7 +112,7 @@ async function runNode(name: string, opts: ConfigOpts): Promise<void> {
   if (peerSecret !== undefined && peerSecret.length < MIN_SECRET_LENGTH) {
     throw new ConfigError(`CHAINKV_PEER_SECRET must be at least ${MIN_SECRET_LENGTH} characters`);
   }
-  const node = await startNode(cfg, name, undefined, { peerSecret });
+  const node = await startNode(cfg, name, undefined, { peerSecret, trace: TurnTrace.fromEnv(process.env, name) });
   const stop = (): void => {
     node.stop().then(
       () => process.exit(0),

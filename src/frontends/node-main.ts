@@ -5,6 +5,7 @@ import { KvApi } from '../runtime/api.ts';
 import type { ClusterConfig } from '../runtime/config.ts';
 import { nodeAddress } from '../runtime/config.ts';
 import { NodeRuntime } from '../runtime/node.ts';
+import type { NodeOptions } from '../runtime/node.ts';
 import { HttpServer } from './http.ts';
 import { RespServer } from './resp/server.ts';
 import { VERSION } from './version.ts';
@@ -71,7 +72,7 @@ function metricsFor(runtime: NodeRuntime, resp: RespServer): Registry {
   return registry;
 }
 
-export async function startNode(config: ClusterConfig, name: string, logger?: Logger, opts: { peerSecret?: string } = {}): Promise<RunningNode> {
+export async function startNode(config: ClusterConfig, name: string, logger?: Logger, opts: NodeOptions = {}): Promise<RunningNode> {
   const me = nodeAddress(config, name);
   const log = logger ?? pino({ level: config.logLevel, base: { node: name } });
   const runtime = new NodeRuntime(config, name, log, opts);

@@ -10,9 +10,18 @@ import type { ClusterConfig } from './config.ts';
 import { nodeAddress, nodeDataDir } from './config.ts';
 import { LmdbStore } from './storage.ts';
 import { PeerTransport } from './transport.ts';
+import type { TurnTrace } from './turn-trace.ts';
+import { describeInput, describeOutput } from './turn-trace.ts';
 
 /** A turn of the protocol core longer than this is logged as a warning. */
 const SLOW_TURN_MS = 100;
+
+export interface NodeOptions {
+  /** The cluster's shared secret; peer connections are authenticated with it (transport.ts). */
+  peerSecret?: string;
+  /** Notes every turn, for diagnostics (turn-trace.ts); off unless given. */
+  trace?: TurnTrace;
+}
 
 /**
  * One real node: the protocol core wired to LMDB, the TCP transport, a monotonic clock and a
@@ -47,9 +56,11 @@ export class NodeRuntime {
   /** Called after each event-loop turn of the core with its wall time (metrics hook). */
   onTurn: ((ms: number) => void) | null = null;
 
-  /** `peerSecret`: the cluster's shared secret; peer connections are authenticated with it (transport.ts). */
-  constructor(config: ClusterConfig, name: string, log: Logger, opts: { peerSecret?: string } = {}) {
+  private readonly trace: TurnTrace | undefined;
+
+  constructor(config: ClusterConfig, name: string, log: Logger, opts: NodeOptions = {}) {
     this.name = name;
+    this.trace = opts.trace;
     this.config = config;
     this.log = log;
     const me = nodeAddress(config, name);
@@ -141,6 +152,7 @@ export class NodeRuntime {
 
   private enqueue(input: Input): void {
     this.inbox.push(input);
+    if (this.trace !== undefined && input.type !== 'tick') this.trace.note('in', describeInput(input));
     if (!this.drainScheduled) {
       this.drainScheduled = true;
       setImmediate(() => this.drain());
@@ -153,6 +165,7 @@ export class NodeRuntime {
     this.inbox = [];
     let outputs: Output[] = [];
     const now = performance.now();
+    this.trace?.note('turn', inbox.map(describeInput).join(','));
     try {
       this.store.transaction(() => {
         outputs = this.replica.stepAll(now, inbox);
@@ -170,8 +183,10 @@ export class NodeRuntime {
       // failureDetectMs the leader takes the node for dead.
       this.log.warn({ ms: Math.round(tookMs), inputs: inbox.length }, `slow turn: ${inbox.length} inputs took ${Math.round(tookMs)} ms`);
     }
+    this.trace?.note('stepped', outputs.map(describeOutput).join(','));
     this.dispatch(outputs);
     this.transport.flush();
+    this.trace?.note('flushed');
     this.onTurn?.(performance.now() - now);
   }
 
@@ -197,6 +212,7 @@ export class NodeRuntime {
     if (needSync) {
       this.counters.fsyncs++;
       const syncStart = performance.now();
+      this.trace?.note('sync');
       this.store.sync().then(
         () => {
           const ms = performance.now() - syncStart;
@@ -212,6 +228,7 @@ export class NodeRuntime {
   }
 
   private release(): void {
+    this.trace?.note('synced');
     const durable = this.store.durableGeneration;
     for (const queue of this.gated.values()) {
       let n = 0;
@@ -219,6 +236,7 @@ export class NodeRuntime {
       if (n > 0) queue.splice(0, n);
     }
     this.transport.flush();
+    this.trace?.note('flushed');
   }
 
   private emit(o: Exclude<Output, { type: 'log' }>): void {
@@ -228,6 +246,7 @@ export class NodeRuntime {
     }
     const cb = this.callbacks.get(o.token);
     if (cb === undefined) return;
+    this.trace?.note('reply');
     this.callbacks.delete(o.token);
     cb(o.result);
   }
