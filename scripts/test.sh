@@ -7,7 +7,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # Integration tests each start their own cluster on free ports; run files one at a time so
 # two clusters never compete for the two cores.
-node --import tsx --test --test-concurrency=1 --test-reporter=tap \
+node --import tsx --test --test-concurrency=1 --test-force-exit --test-reporter=tap \
   test/unit/*.test.ts test/sim/*.test.ts test/integration/*.test.ts 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 pass=$(grep -E '^# pass ' "$log" | tail -1 | awk '{print $3}')
