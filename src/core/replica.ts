@@ -209,6 +209,21 @@ function fwdPage(entries: readonly Entry[], maxBytes: number): Entry[] {
 }
 
 /**
+ * How long sending `bytes` may plausibly take beyond a small message's round trip, at a
+ * conservative 10 MB/s per hop and member (copies in and out of frames, LMDB, the redo log):
+ * a re-send before then only adds the same bytes to a link and a member already busy with
+ * them. A 70 MiB value on a slow two-core VM took about 2 s per member; with re-sends every
+ * 200-300 ms it never completed, not within 60 s (recovery.test.ts). Negligible for small
+ * values (100 bytes: 0.01 ms; 1 MiB: 105 ms).
+ */
+export function transferAllowanceMs(bytes: number): number {
+  return bytes / 10_000;
+}
+
+/** A coordinator's periodic retries back off: retryMs, then twice, four and at most eight times as long. */
+const MAX_RETRY_BACKOFF = 8;
+
+/**
  * The window of recent request ids, in two generations: when the current one is full it
  * becomes the previous one and the oldest generation is dropped whole. O(1) per id (evicting
  * one id at a time from a Map's front slows down as deleted slots pile up).
@@ -581,7 +596,13 @@ export class Replica {
 
   private attempt(o: Outstanding): void {
     o.tries++;
-    o.nextTryAt = this.now + this.timing.retryMs;
+    // Periodic retries are for a lost message or a silent node; a view change or a `retry`
+    // answer tries again at once (onViewChange, onResult). Backing off keeps a slow request
+    // (a large value, an overloaded chain) from being sent again and again while the first
+    // copy is still on its way; a write waits at least as long as its bytes take to move.
+    const backoff = Math.min(MAX_RETRY_BACKOFF, 2 ** Math.min(o.tries - 1, 30));
+    const bytes = o.req.op === 'put' ? itemBytes(o.req.key, o.req.value) : 0;
+    o.nextTryAt = this.now + this.timing.retryMs * backoff + transferAllowanceMs(bytes);
     const chain = this.chainOf(o.partition);
     if (chain.length === 0) return; // nobody serves it now; retried until the deadline
     const e = this.view.epoch;
@@ -719,8 +740,14 @@ export class Replica {
       return;
     }
     if (s.pending.length > 0 && this.now - s.progressAt >= this.timing.retransmitMs) {
-      s.progressAt = this.now;
-      this.send(succ, { t: 'fwd', e, p: s.p, entries: fwdPage(s.pending, this.timing.pageBytes) });
+      // Not before the successor could have taken in the first page (transferAllowanceMs).
+      const page = fwdPage(s.pending, this.timing.pageBytes);
+      let bytes = 0;
+      for (const entry of page) bytes += itemBytes(entry.key, entry.value);
+      if (this.now - s.progressAt >= this.timing.retransmitMs + transferAllowanceMs(bytes)) {
+        s.progressAt = this.now;
+        this.send(succ, { t: 'fwd', e, p: s.p, entries: page });
+      }
     }
     // Head: once a second, if every canonical member is in the chain, everything the head
     // committed is committed (and durable) on all of them: tombstones up to it can go.
