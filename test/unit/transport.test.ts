@@ -516,6 +516,9 @@ describe('PeerTransport', () => {
       await sleep(300);
       assert.deepEqual(seqsFrom(A, 'C'), [], 'a node with another secret is not heard');
       assert.deepEqual(seqsFrom(A, 'D'), [], 'a node without a secret is not heard');
+      // C and D would keep dialing A, each refusal another bad connection: stop them before
+      // counting the forged hellos' refusals.
+      await closeAll([C, D]);
       // Forged hellos on A's port: without the HMAC, with one made under another key, with a
       // right one for a copied nonce but changed sender, a right one stamped too long ago, and
       // right ones from another protocol version.
