@@ -166,8 +166,10 @@ test('verify reports a replica whose data was changed behind the cluster\'s back
 test('a value larger than the default peer frame limit replicates when maxValueBytes allows it', async () => {
   // 70 MiB: over the transport's base frame limit of 64 MiB, under this cluster's maxValueBytes.
   // This test is about frame limits, not speed: a slow machine moves 70 MiB through a chain
-  // in several seconds, so the deadline is long.
-  const big = await TestCluster.create({ settings: { maxValueBytes: 80 * 1024 * 1024, requestTimeoutMs: 30_000 } });
+  // in several seconds, in turns of up to a second or more. So the deadline is long, and so is
+  // failure detection: with the defaults (400 ms), nodes busy with the value were taken for
+  // dead, rejoined, copied it again, and the GET did not complete in 30 s (2 runs of 3).
+  const big = await TestCluster.create({ settings: { maxValueBytes: 80 * 1024 * 1024, requestTimeoutMs: 30_000, electionTimeoutMs: 3000, failureDetectMs: 4000, leaseMs: 9000 } });
   try {
     await big.start();
     const c = new Redis({ host: '127.0.0.1', port: big.node('5554').respPort, maxRetriesPerRequest: 0 });
