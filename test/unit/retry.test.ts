@@ -7,8 +7,7 @@ import { MemoryStore } from '../../src/sim/memory-store.ts';
 
 /**
  * A coordinator's periodic retries of a request nobody answers (a lost message, a silent
- * node): they back off, and a large write waits as long as its bytes take to move before it
- * is sent again. The core alone, stepped by hand: nothing it sends is ever answered.
+ * node): a large write waits as long as its bytes take to move before it is sent again. The core alone, stepped by hand: nothing it sends is ever answered.
  */
 const NAMES = ['5554', '5556', '5558', '5560', '5562'];
 
@@ -28,13 +27,12 @@ function writeSendTimes(valueBytes: number, untilMs: number): number[] {
   return times;
 }
 
-test('unanswered retries of a write back off: retryMs, then twice, four and at most eight times as long', () => {
-  const times = writeSendTimes(100, 12_000);
+test('unanswered retries of a small write go every retryMs', () => {
+  const times = writeSendTimes(100, 3_000);
   const gaps = times.slice(1).map((t, i) => t - times[i]!);
-  // Attempts are made on ticks (every 10 ms here), so each gap is its delay or one tick more.
-  const want = [300, 600, 1200, 2400, 2400, 2400];
-  assert.ok(gaps.length >= want.length, `sent at ${times.join(', ')}`);
-  want.forEach((w, i) => assert.ok(gaps[i]! >= w && gaps[i]! <= w + 10, `gap ${i}: ${gaps[i]} ms, want ${w}; sent at ${times.join(', ')}`));
+  // Attempts are made on ticks (every 10 ms here), so each gap is retryMs or one tick more.
+  assert.ok(gaps.length >= 8, `sent at ${times.join(', ')}`);
+  for (const g of gaps) assert.ok(g >= 300 && g <= 310, `gap ${g} ms; sent at ${times.join(', ')}`);
 });
 
 test('a large write is not sent again before its bytes could have moved', () => {
@@ -45,5 +43,5 @@ test('a large write is not sent again before its bytes could have moved', () => 
   assert.ok(times.length >= 3);
   assert.ok(times[1]! - times[0]! >= 300 + allowance, `second attempt after ${times[1]! - times[0]!} ms`);
   assert.ok(times[1]! - times[0]! <= 300 + allowance + 10);
-  assert.ok(times[2]! - times[1]! >= 600 + allowance);
+  assert.ok(times[2]! - times[1]! >= 300 + allowance);
 });
