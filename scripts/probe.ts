@@ -97,7 +97,8 @@ async function sample(): Promise<ProcSample[]> {
   for (const name of cluster.names) {
     const pid = pids.get(name)!;
     const io = readFileSync(`/proc/${pid}/io`, 'utf8');
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').slice(readFileSync(`/proc/${pid}/stat`, 'utf8').lastIndexOf(')') + 2).split(' ');
+    const statText = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = statText.slice(statText.lastIndexOf(')') + 2).split(' ');
     const sched = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ');
     const status = readFileSync(`/proc/${pid}/task/${pid}/status`, 'utf8');
     const text = await metricsText(name); // one snapshot, so that counts and buckets agree
@@ -283,6 +284,8 @@ function reportTimeline(dir: string, run: { p50: number; ops: number }): void {
   ];
   const samples: number[][] = stages.map(() => []);
   const inCluster: number[] = [];
+  // In process durability the answer waits for no fdatasync: that stage is then empty.
+  const durable = args.durability === 'fsync';
   for (const [head, events] of byNode) {
     for (const e0 of events) {
       if (e0.what !== 'in' || e0.detail !== 'client:put') continue;
@@ -295,8 +298,6 @@ function reportTimeline(dir: string, run: { p50: number; ops: number }): void {
       if (s3 === undefined || tail === undefined) continue;
       const e4 = next(tail, s3.us, 'in', (d) => d === `fwd<${mid}`);
       const s5 = e4 && next(tail, e4.us, 'stepped', (d) => d.includes(`wres>${head}`));
-      // In process durability the answer waits for no fdatasync: that stage is then empty.
-      const durable = args.durability === 'fsync';
       const y6 = s5 && (durable ? next(tail, s5.us, 'sync') : s5);
       const y7 = y6 && (durable ? next(tail, y6.us, 'synced') : y6);
       const e8 = y7 && next(head, y7.us, 'in', (d) => d === `wres<${tail}`);

@@ -20,7 +20,7 @@
  * A merged `fwd` holds at most MAX_MERGED_ENTRIES entries and MAX_MERGED_BYTES of keys and
  * values, well under the transport's frame limit.
  */
-import { itemBytes } from './store.ts';
+import { itemsBytes } from './store.ts';
 import type { Entry } from './store.ts';
 import type { Output } from './replica.ts';
 
@@ -63,8 +63,7 @@ export function coalesce(outputs: Output[]): Output[] {
     if (msg.t === 'fwd') {
       const open = of(openFwd, o.to);
       const g = open.get(msg.p);
-      let bytes = 0;
-      for (const entry of msg.entries) bytes += itemBytes(entry.key, entry.value);
+      const bytes = itemsBytes(msg.entries);
       const first = msg.entries[0];
       const last = g?.entries[g.entries.length - 1];
       if (

@@ -7,7 +7,7 @@ import type { DataMsg, PeerMsg, Result } from './messages.ts';
 import { isMembershipMsg } from './messages.ts';
 import type { Ring } from './ring.ts';
 import { coalesce } from './coalesce.ts';
-import { KEEP_LOG_SEQS, PAGE_BYTES, itemBytes, pageIsFull, pageOf } from './store.ts';
+import { KEEP_LOG_SEQS, PAGE_BYTES, itemBytes, itemsBytes, pageIsFull, pageOf } from './store.ts';
 import type { Entry, EntryKind, LocalKeyValue, Store } from './store.ts';
 import { initialView, servingChain } from './view.ts';
 import type { NodeState, View } from './view.ts';
@@ -219,7 +219,6 @@ function fwdPage(entries: readonly Entry[], maxBytes: number): Entry[] {
 export function transferAllowanceMs(bytes: number): number {
   return bytes / 10_000;
 }
-
 
 /**
  * The window of recent request ids, in two generations: when the current one is full it
@@ -594,12 +593,9 @@ export class Replica {
 
   private attempt(o: Outstanding): void {
     o.tries++;
-    // Periodic retries are for a lost message or a silent node; a view change or a `retry`
-    // answer tries again at once (onViewChange, onResult). A put waits at least as long as
-    // its bytes take to move, so that a large value is not sent again and again while the
-    // first copy is still on its way. (Backing off every retry was tried: after a node's
-    // long turn, a request then waited up to 2.4 s for its next attempt, and a count after
-    // loading 600,000 keys timed out in large-clear.test.ts.)
+    // Periodic retries are for a lost message or a silent node (a view change or a `retry`
+    // answer tries again at once); a put also waits as long as its bytes take to move, so a
+    // large value is not sent again while its first copy is on its way (design.md §3.1).
     const bytes = o.req.op === 'put' ? itemBytes(o.req.key, o.req.value) : 0;
     o.nextTryAt = this.now + this.timing.retryMs + transferAllowanceMs(bytes);
     const chain = this.chainOf(o.partition);
@@ -741,9 +737,7 @@ export class Replica {
     if (s.pending.length > 0 && this.now - s.progressAt >= this.timing.retransmitMs) {
       // Not before the successor could have taken in the first page (transferAllowanceMs).
       const page = fwdPage(s.pending, this.timing.pageBytes);
-      let bytes = 0;
-      for (const entry of page) bytes += itemBytes(entry.key, entry.value);
-      if (this.now - s.progressAt >= this.timing.retransmitMs + transferAllowanceMs(bytes)) {
+      if (this.now - s.progressAt >= this.timing.retransmitMs + transferAllowanceMs(itemsBytes(page))) {
         s.progressAt = this.now;
         this.send(succ, { t: 'fwd', e, p: s.p, entries: page });
       }

@@ -30,12 +30,16 @@ export function itemBytes(key: Buffer, value: Buffer | null): number {
   return key.length + (value?.length ?? 0);
 }
 
-/** Whether a page may have more after it: it holds `limit` items, or its keys and values reach `maxBytes`. */
-export function pageIsFull(items: readonly { key: Buffer; value: Buffer | null }[], limit: number, maxBytes: number): boolean {
-  if (items.length >= limit) return true;
+/** Bytes a list of items counts for against PAGE_BYTES. */
+export function itemsBytes(items: readonly { key: Buffer; value: Buffer | null }[]): number {
   let total = 0;
   for (const it of items) total += itemBytes(it.key, it.value);
-  return total >= maxBytes;
+  return total;
+}
+
+/** Whether a page may have more after it: it holds `limit` items, or its keys and values reach `maxBytes`. */
+export function pageIsFull(items: readonly { key: Buffer; value: Buffer | null }[], limit: number, maxBytes: number): boolean {
+  return items.length >= limit || itemsBytes(items) >= maxBytes;
 }
 
 /**

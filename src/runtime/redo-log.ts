@@ -21,9 +21,8 @@ import { crc32 } from 'node:zlib';
  * Files are sized ahead of their records (`PREALLOCATE_BYTES` at a time, sparse: the size
  * only, no blocks), and records are written at their offset. An fdatasync after an append
  * must also make the file's new size durable, a journal commit on ext4; within the file's
- * size it need not. Measured on this project's machines: after writing 300 bytes, an
- * fdatasync took p50 124-134 µs within the size against 184-194 µs after an append, and
- * the tail's fdatasync is on the path of every write (docs/benchmarks.md).
+ * size it need not, and the tail's fdatasync is on the path of every write (what it saves:
+ * docs/design.md §5.2, `scripts/fsync.ts`).
  *
  * Checkpoint: once the log since the last one is long enough, the current file is synced and
  * closed for appends (`rotate`), new records go to the next file, and the caller copies the

@@ -7,7 +7,8 @@ import { MemoryStore } from '../../src/sim/memory-store.ts';
 
 /**
  * A coordinator's periodic retries of a request nobody answers (a lost message, a silent
- * node): a large write waits as long as its bytes take to move before it is sent again. The core alone, stepped by hand: nothing it sends is ever answered.
+ * node): a large write waits as long as its bytes take to move before it is sent again.
+ * The core alone, stepped by hand: nothing it sends is ever answered.
  */
 const NAMES = ['5554', '5556', '5558', '5560', '5562'];
 
