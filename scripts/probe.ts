@@ -6,7 +6,8 @@
  *     Closed-loop writes through the ring-aware client (after preloading the 100,000 keys, as
  *     the benchmark does, unless --skip-preload); per write: peer messages and fdatasyncs (from each
  *     node's /metrics), write and read system calls (/proc/<pid>/io) and CPU time, user and
- *     system (/proc/<pid>/stat), per node; and the share of the core's event-loop turns that
+ *     system (/proc/<pid>/stat), per node; the mean wait of a group commit for its fdatasync
+ *     (chainkv_fsync_wait_seconds); and the share of the core's event-loop turns that
  *     took 5 ms or more, and 10 ms or more (chainkv_turn_duration_seconds).
  *   node --import tsx scripts/probe.ts timeline [--duration 6]
  *     Writes one at a time (c=1) with every node tracing its turns (CHAINKV_TURN_TRACE,
@@ -79,6 +80,7 @@ interface ProcSample {
   turns: number;
   turnsUnder5ms: number;
   turnsUnder10ms: number;
+  syncWaitS: number;
   writeCalls: number;
   readCalls: number;
   userS: number;
@@ -109,6 +111,7 @@ async function sample(): Promise<ProcSample[]> {
       turns: metricIn(text, 'chainkv_turn_duration_seconds_count'),
       turnsUnder5ms: metricIn(text, 'chainkv_turn_duration_seconds_bucket', 'le="0.005",'),
       turnsUnder10ms: metricIn(text, 'chainkv_turn_duration_seconds_bucket', 'le="0.01",'),
+      syncWaitS: metricIn(text, 'chainkv_fsync_wait_seconds_sum'),
       writeCalls: Number(/syscw: (\d+)/.exec(io)?.[1]),
       readCalls: Number(/syscr: (\d+)/.exec(io)?.[1]),
       userS: Number(stat[11]) / 100,
@@ -143,6 +146,11 @@ async function probeWrites(): Promise<void> {
     console.log(`  system CPU, µs           ${per((s) => s.sysS, 1e6).join(' ')}   (cluster: ${sum(per((s) => s.sysS, 1e6)).toFixed(0)})`);
     // Turns are the unit of latency: a request waits for every turn it crosses.
     const delta = (i: number, f: (s: ProcSample) => number): number => f(after[i]!) - f(before[i]!);
+    const syncWait = after.map((_, i) => {
+      const n = delta(i, (s) => s.fsyncs);
+      return n === 0 ? '-' : ((delta(i, (s) => s.syncWaitS) / n) * 1e6).toFixed(0);
+    });
+    console.log(`  fdatasync wait, mean µs  ${syncWait.join(' ')}   (chainkv_fsync_wait_seconds: from asking to release)`);
     console.log(`event-loop turns of the core, by node: count, and share of 5 ms or more / 10 ms or more:`);
     console.log(
       `  ${after

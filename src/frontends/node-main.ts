@@ -61,6 +61,14 @@ function metricsFor(runtime: NodeRuntime, resp: RespServer): Registry {
     registers: [registry],
   });
   runtime.onTurn = (ms) => turns.observe(ms / 1000);
+  // On the path of every durable write: the tail answers only once its commit is on disk.
+  const syncs = new Histogram({
+    name: 'chainkv_fsync_wait_seconds',
+    help: 'Wall time from a group commit asking for fdatasync to its outputs being released (the fdatasync in the thread pool, and the wait for one already running)',
+    buckets: [0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.4],
+    registers: [registry],
+  });
+  runtime.onSync = (ms) => syncs.observe(ms / 1000);
   new Gauge({
     name: 'chainkv_view_epoch',
     help: 'Epoch of the view this node acts on',

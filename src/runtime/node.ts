@@ -55,6 +55,8 @@ export class NodeRuntime {
   readonly counters = { requests: 0, steps: 0, fsyncs: 0, messagesIn: 0, badMessages: 0 };
   /** Called after each event-loop turn of the core with its wall time (metrics hook). */
   onTurn: ((ms: number) => void) | null = null;
+  /** Called with how long each group commit's outputs waited for their fdatasync, in ms. */
+  onSync: ((ms: number) => void) | null = null;
 
   private readonly trace: TurnTrace | undefined;
 
@@ -216,6 +218,7 @@ export class NodeRuntime {
       this.store.sync().then(
         () => {
           const ms = performance.now() - syncStart;
+          this.onSync?.(ms);
           if (ms >= SLOW_TURN_MS) this.log.warn({ ms: Math.round(ms) }, `slow fdatasync: durable outputs waited ${Math.round(ms)} ms`);
           this.release();
         },
