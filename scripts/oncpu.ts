@@ -26,7 +26,8 @@ const PARTS: [string, (string | RegExp)[]][] = [
   ['turn: other', ['drain dist']],
   ['socket reads, frame and RESP decoding', ['onStreamRead', 'onInboundData']],
   ['fdatasync (thread pool)', ['fdatasync', 'uv__fs_work']],
-  ['after an fdatasync: release of held outputs', ['store.sync', 'release']],
+  // NodeRuntime's handler of a finished sync (JS frames only: the kernel's release_sock is not it).
+  ['after an fdatasync: release of held outputs', [/JS:[*^~]?(release|store\.sync\S*) file:/]],
   ['garbage collection', ['Scavenge', 'MarkCompact', 'ConcurrentMarking', 'Sweeper', 'Heap::', 'ArrayBufferSweeper']],
   ['JIT compiler', ['compiler::', 'Compile', 'Maglev']],
   ['epoll (waiting for and waking on events)', ['epoll', 'uv__io_poll']],
